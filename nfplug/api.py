@@ -1,0 +1,213 @@
+"""The plugin contracts: what a field, an init and a sampler implement.
+
+A plugin is a class with a nested frozen ``Config`` dataclass (every option has a
+default), a one-line ``description`` and a constructor taking that config plus a
+context object built by the engine. Plugins are registered as Python entry points
+in the groups ``nfplug.fields``, ``nfplug.inits`` and ``nfplug.samplers``, whose
+value is ``"module:Class"``::
+
+    [project.entry-points."nfplug.samplers"]
+    my-sampler = "my_package.sampler:MySampler"
+
+Conventions used throughout:
+
+- Scene coordinates are world units; ``FieldContext.aabb`` is the scene box
+  ``[xmin, ymin, zmin, xmax, ymax, zmax]`` the field should cover.
+- Image coordinates (the ``image`` task) are in ``[-1, 1]^2``, ``x`` to the right and
+  ``y`` down, pixel centres at ``-1 + (2 i + 1) / W``.
+- Pixel coordinates handed out by samplers are continuous, in pixels, with the
+  centre of pixel ``(col, row)`` at ``(col + 0.5, row + 0.5)``; ``[..., 0]`` is x
+  (column), ``[..., 1]`` is y (row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+TASKS = ("scene", "image")
+
+
+@dataclass(frozen=True)
+class EmptyConfig:
+    """A plugin without options."""
+
+
+# --------------------------------------------------------------------------- fields
+
+
+@dataclass(frozen=True)
+class FieldContext:
+    """What the engine tells a field when building it.
+
+    Attributes:
+        task: ``"scene"`` (NeRF: density and view-dependent colour in 3D) or
+            ``"image"`` (2D coordinates to colour).
+        aabb: ``[6]`` scene box (scene task); for images ``[-1, -1, 1, 1]``.
+        out_channels: colour channels to predict (3 for scenes, 1 or 3 for images).
+    """
+
+    task: str
+    aabb: Tuple[float, ...]
+    out_channels: int = 3
+
+
+class Field(nn.Module):
+    """A neural field. Subclasses implement the methods of the tasks they support.
+
+    Scene task (after torch-ngp's contract):
+
+    - ``density(x)``: ``x [N, 3]`` world positions -> ``sigma [N]``, non-negative
+      (post-activation) volume density.
+    - ``forward(x, d)``: positions ``[N, 3]`` and unit view directions ``[N, 3]`` ->
+      ``(rgb [N, 3] in [0, 1], sigma [N])``.
+
+    Image task:
+
+    - ``forward(coords)``: ``coords [N, 2]`` in ``[-1, 1]`` -> ``rgb [N, C]``.
+
+    Optional:
+
+    - ``layers()``: the field's ``nn.Linear`` layers in order from input to output,
+      for init plugins that act layer by layer (SIREN-style inits).
+    """
+
+    Config: ClassVar[type] = EmptyConfig
+    description: ClassVar[str] = ""
+    tasks: ClassVar[Tuple[str, ...]] = ("scene",)
+
+    def __init__(self, config: Any, context: FieldContext) -> None:
+        super().__init__()
+        self.config = config
+        self.context = context
+
+    def density(self, x: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not implement density()")
+
+    def layers(self) -> List[nn.Linear]:
+        raise NotImplementedError(f"{type(self).__name__} does not expose its layers")
+
+
+# ---------------------------------------------------------------------------- inits
+
+
+class Init:
+    """Initializes a built field in place.
+
+    ``apply(field)`` raises :class:`nfplug.errors.NfplugError` (one line) when it
+    cannot act on that field, e.g. a layer-wise init on a field without ``layers()``.
+    """
+
+    Config: ClassVar[type] = EmptyConfig
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def apply(self, field: Field, generator: torch.Generator) -> None:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------- samplers
+
+
+@dataclass(frozen=True)
+class SamplerContext:
+    """What the engine tells a sampler about the training set.
+
+    Attributes:
+        n_images: number of training images (1 for the image task).
+        height, width: image size in pixels (all training images share it).
+        batch_size: rays (pixels) per training step.
+        max_steps: planned number of training steps (for schedules).
+        task: ``"scene"`` or ``"image"``.
+        device: where the returned tensors must live.
+        images: ``[n_images, H, W, C]`` training images in ``[0, 1]`` (read-only), for
+            samplers that look at the data (e.g. edge maps).
+        predict_errors: ``fn(image_index [M] long, pixel_xy [M, 2]) -> [M]`` the current
+            per-pixel L1 error (summed over channels) of the field, computed without
+            gradients in chunks by the engine. Expensive for scenes: a forward pass
+            per pixel.
+    """
+
+    n_images: int
+    height: int
+    width: int
+    batch_size: int
+    max_steps: int
+    task: str
+    device: torch.device
+    images: Tensor
+    predict_errors: Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class RayBatch:
+    """The training rays of one step.
+
+    Attributes:
+        image_index: ``[B]`` long, which training image each ray comes from.
+        pixel_xy: ``[B, 2]`` float, continuous pixel coordinates (see module doc).
+        weight: ``[B]`` float, positive loss weight of each ray (detached).
+    """
+
+    image_index: Tensor
+    pixel_xy: Tensor
+    weight: Tensor
+
+
+@dataclass
+class StepFeedback:
+    """What the engine hands back to the sampler after a training step.
+
+    Attributes:
+        step: the step that was just taken.
+        batch: the batch the sampler returned for that step.
+        loss: ``[B]`` per-ray loss (mean squared error over channels), unweighted, detached.
+        error: ``[B]`` per-ray L1 error summed over channels, detached.
+        position_grad: ``[B, 2]`` gradient of each ray's (unweighted) loss with
+            respect to its ``pixel_xy``, or ``None`` unless the sampler sets
+            ``needs_position_grad``.
+    """
+
+    step: int
+    batch: RayBatch
+    loss: Tensor
+    error: Tensor
+    position_grad: Optional[Tensor] = None
+
+
+class Sampler:
+    """Chooses the training rays of each step and learns from their losses.
+
+    The engine calls, every step: ``batch = sample(step)``, trains on it, then
+    ``update(feedback)``. State that must survive ``--resume`` goes through
+    ``state_dict`` / ``load_state_dict`` (tensors and plain Python values only).
+    """
+
+    Config: ClassVar[type] = EmptyConfig
+    description: ClassVar[str] = ""
+    needs_position_grad: ClassVar[bool] = False
+
+    def __init__(self, config: Any, context: SamplerContext) -> None:
+        self.config = config
+        self.context = context
+
+    def sample(self, step: int, generator: torch.Generator) -> RayBatch:
+        raise NotImplementedError
+
+    def update(self, feedback: StepFeedback) -> None:
+        """Receive the per-ray losses of the last step (default: ignore them)."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` (default: nothing to restore)."""
+
+
+PLUGIN_BASES = {"fields": Field, "inits": Init, "samplers": Sampler}
+

@@ -1,0 +1,247 @@
+"""The ``nfplug`` command: ``train``, ``eval``, ``render``, ``plugins``.
+
+``train`` first picks the plugin names out of argv (``--field NAME``, ``--sampler NAME``,
+``--init NAME``), loads only those plugins, then lets tyro parse everything else
+against a config type built from the chosen plugins' own ``Config`` dataclasses, so
+``nfplug train --field ngp --help`` shows ngp's options as ``--field.OPTION``.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
+
+from nfplug.errors import NfplugError
+
+USAGE = """usage: nfplug COMMAND [OPTIONS]
+
+commands:
+  train     train a field on a scene (Blender-format folder, or the built-in demo)
+  eval      evaluate a trained run on held-out views, write metrics.json
+  render    render a trained run along a camera path (PNG frames, depth maps, mp4)
+  plugins   list the installed fields, inits and samplers
+
+'nfplug COMMAND --help' shows a command's options."""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = args[0], args[1:]
+    commands = {"train": cmd_train, "eval": cmd_eval, "render": cmd_render, "plugins": cmd_plugins}
+    if command not in commands:
+        print(f"nfplug: error: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return commands[command](rest)
+    except NfplugError as e:
+        print(f"nfplug: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nfplug: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------- train
+
+
+def split_train_argv(argv: List[str]) -> Tuple[Dict[str, str], Optional[str], List[str]]:
+    """Take ``--field/--sampler/--init NAME`` and ``--resume DIR`` out of argv.
+
+    ``--data PATH`` becomes ``--data.path PATH``. Returns (chosen names, resume dir, rest).
+    """
+    from nfplug.config import PLUGIN_SLOTS
+
+    names: Dict[str, str] = {}
+    resume: Optional[str] = None
+    rest: List[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        key, eq, inline = token.partition("=")
+        slot = key[2:] if key.startswith("--") else None
+        if slot in PLUGIN_SLOTS or slot in ("resume", "data"):
+            if eq:
+                value = inline
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value = argv[i + 1]
+                i += 1
+            else:
+                raise NfplugError(f"{key}: expects a value")
+            if slot == "resume":
+                resume = value
+            elif slot == "data":
+                rest += ["--data.path", value]
+            else:
+                names[slot] = value
+        else:
+            rest.append(token)
+        i += 1
+    return names, resume, rest
+
+
+def parse_train_args(argv: List[str]):
+    """-> (config, plugin names, resume dir or None). Exits via tyro on --help or bad options."""
+    import tyro
+
+    from nfplug import registry
+    from nfplug.config import DEFAULT_PLUGINS, PLUGIN_KINDS, PLUGIN_SLOTS
+    from nfplug.training.run import config_from_run, config_type, plugin_classes
+
+    chosen, resume, rest = split_train_argv(argv)
+    default = None
+    if resume is not None:
+        default, names = config_from_run(Path(resume))
+        for slot, name in chosen.items():
+            if name != names[slot]:
+                raise NfplugError(f"--{slot}: cannot change the {slot} of a run when resuming ({resume} uses '{names[slot]}')")
+    else:
+        names = {slot: chosen.get(slot, DEFAULT_PLUGINS[slot]) for slot in PLUGIN_SLOTS}
+    classes = plugin_classes(names)
+    cls = config_type(names, classes)
+    lines = ["Train a neural field. Plugins (pick them before their options):"]
+    for slot in PLUGIN_SLOTS:
+        valid = registry.names(PLUGIN_KINDS[slot])
+        lines.append(f"  --{slot} NAME    one of: {', '.join(valid)} (now: {names[slot]})")
+    lines.append("  --resume DIR    continue a run from its last checkpoint")
+    config = tyro.cli(cls, args=rest, prog="nfplug train", description="\n".join(lines), default=default)
+    _validate_train_config(config)
+    return config, names, resume
+
+
+def _validate_train_config(config) -> None:
+    checks = [
+        (config.max_steps >= 1, "--max-steps: must be at least 1"),
+        (config.max_time is None or config.max_time > 0, "--max-time: must be positive"),
+        (config.batch_size >= 1, "--batch-size: must be at least 1"),
+        (config.data.downscale >= 1, "--data.downscale: must be at least 1"),
+        (config.optim.lr > 0, "--optim.lr: must be positive"),
+        (config.render.grid_resolution >= 1, "--render.grid-resolution: must be at least 1"),
+        (config.render.samples_per_cell > 0, "--render.samples-per-cell: must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise NfplugError(message)
+
+
+def cmd_train(argv: List[str]) -> int:
+    config, names, resume = parse_train_args(argv)
+    from nfplug.training.trainer import train
+
+    result = train(config, names, resume_dir=Path(resume) if resume else None)
+    return 130 if result.interrupted else 0
+
+
+# ----------------------------------------------------------------- eval/render
+
+
+@dataclass(frozen=True)
+class EvalArgs:
+    run: str
+    """Run directory written by nfplug train."""
+    split: str = "val"
+    """Split to evaluate (val, test or train)."""
+    device: str = "auto"
+    """'cpu', 'cuda' or 'auto'."""
+
+
+def cmd_eval(argv: List[str]) -> int:
+    import tyro
+
+    from nfplug.training.evaluation import evaluate_views, write_metrics
+    from nfplug.training.run import load_run
+
+    args = tyro.cli(EvalArgs, args=_positional_run(argv), prog="nfplug eval", description="Evaluate a run on held-out views.")
+    run = load_run(Path(args.run), args.device)
+    metrics = evaluate_views(run.task, run.field, _checked_split(run.task, args.split))
+    metrics["step"] = run.step
+    path = write_metrics(run.run_dir, metrics)
+    print(f"{args.split}: PSNR {metrics['mean']['psnr']:.2f} dB, SSIM {metrics['mean']['ssim']:.4f} over {len(metrics['views'])} views (step {run.step}) -> {path}")
+    return 0
+
+
+@dataclass(frozen=True)
+class RenderArgs:
+    run: str
+    """Run directory written by nfplug train."""
+    path: Literal["orbit", "val", "test", "train"] = "orbit"
+    """Camera path: a circular orbit around the scene, or a dataset split's cameras."""
+    frames: int = 60
+    """Frames of the orbit."""
+    fps: int = 30
+    """Video frame rate."""
+    output: Optional[str] = None
+    """Output folder (default: RUN/renders/PATH)."""
+    device: str = "auto"
+    """'cpu', 'cuda' or 'auto'."""
+
+
+def cmd_render(argv: List[str]) -> int:
+    import tyro
+
+    from nfplug.rendering.video import render_path
+    from nfplug.training.run import load_run
+
+    args = tyro.cli(RenderArgs, args=_positional_run(argv), prog="nfplug render", description="Render a run along a camera path.")
+    if args.frames < 1:
+        raise NfplugError("--frames: must be at least 1")
+    run = load_run(Path(args.run), args.device)
+    if args.path != "orbit":
+        _checked_split(run.task, args.path)
+    out = Path(args.output) if args.output else run.run_dir / "renders" / args.path
+    written = render_path(run.task, run.field, args.path, out, frames=args.frames, fps=args.fps)
+    print(f"rendered {written.n_frames} frames -> {out} (video: {written.video})")
+    return 0
+
+
+def _positional_run(argv: List[str]) -> List[str]:
+    """Accept ``nfplug eval RUN ...`` as well as ``--run RUN``."""
+    if argv and not argv[0].startswith("-"):
+        return ["--run", argv[0], *argv[1:]]
+    return argv
+
+
+def _checked_split(task, split: str) -> str:
+    from nfplug.data.scene import available_splits
+
+    splits = available_splits(task.root)
+    if split not in splits:
+        raise NfplugError(f"--split: '{split}' is not in {task.root} (available: {', '.join(splits)})")
+    return split
+
+
+# ---------------------------------------------------------------------- plugins
+
+
+def cmd_plugins(argv: List[str]) -> int:
+    from nfplug import registry
+    from nfplug.config import PLUGIN_KINDS
+
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: nfplug plugins\n\nList every registered field, init and sampler, and whether it loads.")
+        return 0
+    rows = [("NAME", "KIND", "DISTRIBUTION", "STATUS", "DESCRIPTION")]
+    problems = []
+    for slot, kind in PLUGIN_KINDS.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            statuses = registry.load_all(kind)
+        for s in statuses:
+            rows.append((s.entry.name, slot, s.entry.distribution, "ok" if s.loaded else "FAILED", s.description if s.loaded else "(see below)"))
+            if not s.loaded:
+                problems.append(s.error)
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

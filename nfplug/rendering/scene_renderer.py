@@ -1,0 +1,149 @@
+"""Rendering a scene field: occupancy-grid ray marching plus volume rendering.
+
+The occupancy grid is nerfacc's ``OccGridEstimator`` on every device. Marching and
+packed rendering go through :mod:`nfplug.rendering.marcher` and
+:mod:`nfplug.rendering.volrend`, which call nerfacc's CUDA kernels on a GPU and
+nfplug's own PyTorch implementation (same packed layout) on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import nerfacc
+import torch
+from torch import Tensor
+
+from nfplug.api import Field
+from nfplug.config import RenderConfig
+from nfplug.rendering.marcher import march_rays
+from nfplug.rendering.volrend import render_rays
+
+
+@dataclass
+class RenderOutput:
+    colors: Tensor  # [n_rays, 3]
+    opacities: Tensor  # [n_rays, 1]
+    depths: Tensor  # [n_rays, 1]
+    n_samples: int
+
+
+class SceneRenderer:
+    """Owns the occupancy grid of a scene and renders rays through a field.
+
+    Args:
+        aabb: ``[6]`` scene box, world units.
+        near_plane, far_plane: ray range in world units (Blender scenes: 2 and 6).
+        config: grid and marching options.
+    """
+
+    def __init__(self, aabb: Sequence[float], near_plane: float, far_plane: float, config: RenderConfig) -> None:
+        self.config = config
+        self.near_plane = float(near_plane)
+        self.far_plane = float(far_plane)
+        self.estimator = nerfacc.OccGridEstimator(
+            roi_aabb=list(aabb), resolution=config.grid_resolution, levels=config.grid_levels
+        )
+        extent = max(aabb[3 + i] - aabb[i] for i in range(3))
+        cell_diagonal = math.sqrt(3.0) * extent / config.grid_resolution
+        self.render_step_size = cell_diagonal / config.samples_per_cell
+        self.grid_recoveries = 0
+
+    def to(self, device: torch.device) -> "SceneRenderer":
+        self.estimator = self.estimator.to(device)
+        return self
+
+    def occupancy(self) -> float:
+        """Fraction of occupied grid cells."""
+        return self.estimator.binaries.float().mean().item()
+
+    @torch.no_grad()
+    def update_grid(self, step: int, field: Field) -> bool:
+        """nerfacc's EMA occupancy update every ``grid_update_every`` steps.
+
+        Returns True if the grid had emptied out and was re-opened. An empty grid
+        (every cell below threshold, e.g. after density collapsed early in training)
+        gives zero samples, so the field gets no gradient and renders only the
+        background forever; re-opening every visible cell lets it recover.
+        """
+        cfg = self.config
+        self.estimator.train()
+        self.estimator.update_every_n_steps(
+            step=step,
+            occ_eval_fn=lambda x: field.density(x) * self.render_step_size,
+            occ_thre=cfg.occ_thre,
+            warmup_steps=cfg.grid_warmup_steps,
+            n=cfg.grid_update_every,
+        )
+        if step % cfg.grid_update_every != 0 or self.estimator.binaries.any():
+            return False
+        visible = self.estimator.occs >= 0
+        self.estimator.occs[visible] = 2.0 * cfg.occ_thre
+        self.estimator.binaries.copy_(visible.view(self.estimator.binaries.shape))
+        self.grid_recoveries += 1
+        return True
+
+    def render(
+        self,
+        field: Field,
+        rays_o: Tensor,
+        rays_d: Tensor,
+        render_bkgd: Optional[Tensor] = None,
+        *,
+        stratified: bool = False,
+        generator: Optional[torch.Generator] = None,
+    ) -> RenderOutput:
+        """Render rays ``rays_o [n_rays, 3]``, ``rays_d [n_rays, 3]`` (unit).
+
+        Gradients flow to the field and, through the sample positions, to
+        ``rays_o`` / ``rays_d`` (and so to the pixel coordinates they came from).
+        """
+        n_rays = rays_o.shape[0]
+        cfg = self.config
+        origins, dirs = rays_o.detach(), rays_d.detach()
+
+        def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
+            t_mid = (t_starts + t_ends)[:, None] / 2.0
+            return field.density(origins[ray_indices] + t_mid * dirs[ray_indices])
+
+        ray_indices, t_starts, t_ends = march_rays(
+            self.estimator,
+            origins,
+            dirs,
+            near_plane=self.near_plane,
+            far_plane=self.far_plane,
+            render_step_size=self.render_step_size,
+            sigma_fn=sigma_fn,
+            alpha_thre=cfg.alpha_thre,
+            early_stop_eps=cfg.early_stop_eps,
+            stratified=stratified,
+            generator=generator,
+        )
+
+        def rgb_sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor):
+            t_mid = (t_starts + t_ends)[:, None] / 2.0
+            d = rays_d[ray_indices]
+            return field(rays_o[ray_indices] + t_mid * d, d)
+
+        colors, opacities, depths = render_rays(
+            t_starts, t_ends, ray_indices, n_rays, rgb_sigma_fn, render_bkgd=render_bkgd
+        )
+        return RenderOutput(colors, opacities, depths, int(t_starts.shape[0]))
+
+    @torch.no_grad()
+    def render_chunked(
+        self, field: Field, rays_o: Tensor, rays_d: Tensor, render_bkgd: Optional[Tensor] = None
+    ) -> RenderOutput:
+        """Render many rays without gradients, ``config.chunk_rays`` at a time."""
+        outs = [
+            self.render(field, rays_o[i : i + self.config.chunk_rays], rays_d[i : i + self.config.chunk_rays], render_bkgd)
+            for i in range(0, rays_o.shape[0], self.config.chunk_rays)
+        ]
+        return RenderOutput(
+            torch.cat([o.colors for o in outs]),
+            torch.cat([o.opacities for o in outs]),
+            torch.cat([o.depths for o in outs]),
+            sum(o.n_samples for o in outs),
+        )

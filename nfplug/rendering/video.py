@@ -1,0 +1,60 @@
+"""Rendering a trained scene along a camera path into PNG frames, depth maps and an mp4."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import imageio.v2 as imageio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nfplug.data.cameras import orbit_path
+
+
+@dataclass
+class Written:
+    n_frames: int
+    video: Optional[Path]
+
+
+def colorize_depth(depth: torch.Tensor, opacity: torch.Tensor, near: float, far: float) -> np.ndarray:
+    """``[H, W]`` expected depth (nerfacc convention: weighted, not normalised) -> ``[H, W, 3]`` uint8.
+
+    Depth is normalised by opacity, mapped from [near, far] through the turbo colormap,
+    and empty pixels (opacity ~ 0) are black.
+    """
+    d = (depth / opacity.clamp(min=1e-6)).clamp(near, far)
+    scaled = ((d - near) / (far - near) * 255).to(torch.uint8).cpu().numpy()
+    colored = cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)[..., ::-1]
+    return np.where((opacity.cpu().numpy() > 0.05)[..., None], colored, 0).astype(np.uint8)
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+def render_path(task: Any, field: Any, path: str, out: Path, *, frames: int, fps: int) -> Written:
+    """Render ``path`` ('orbit' or a split name) into ``out``: rgb_NNNN.png, depth_NNNN.png, video.mp4, depth.mp4."""
+    if path == "orbit":
+        cameras = orbit_path(task.split(task.eval_split_name).cameras, frames)
+    else:
+        cameras = task.split(path).cameras
+    out.mkdir(parents=True, exist_ok=True)
+    rgbs, depths = [], []
+    n = cameras.c2w.shape[0]
+    for i in tqdm(range(n), desc=f"render {path}", dynamic_ncols=True):
+        view = task.render_camera(field, cameras, i)
+        rgb = to_uint8(view.rgb)
+        depth = colorize_depth(view.depth, view.opacity, task.near, task.far)
+        imageio.imwrite(out / f"rgb_{i:04d}.png", rgb)
+        imageio.imwrite(out / f"depth_{i:04d}.png", depth)
+        rgbs.append(rgb)
+        depths.append(depth)
+    video = out / "video.mp4"
+    imageio.mimwrite(video, rgbs, fps=fps, macro_block_size=2, quality=8)
+    imageio.mimwrite(out / "depth.mp4", depths, fps=fps, macro_block_size=2, quality=8)
+    return Written(n, video)

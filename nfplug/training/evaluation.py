@@ -1,0 +1,53 @@
+"""Held-out evaluation: render views, compare with ground truth, write ``metrics.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+
+from nfplug.metrics import psnr, ssim
+from nfplug.training.run import write_json_atomic
+
+METRICS_FILE = "metrics.json"
+
+
+def evaluate_views(
+    task: Any,
+    field: Any,
+    split: str,
+    *,
+    indices: Optional[Sequence[int]] = None,
+    writer: Any = None,
+    step: int = 0,
+    with_ssim: bool = True,
+) -> Dict[str, Any]:
+    """PSNR (and SSIM) of every view of ``split`` (or of ``indices``).
+
+    Returns ``{"split", "views": [{"index", "psnr", "ssim"}], "mean": {"psnr", "ssim"}}``;
+    the first view's render, ground truth and depth go to TensorBoard if ``writer``.
+    """
+    indices = list(range(task.n_views(split))) if indices is None else list(indices)
+    views = []
+    for k, index in enumerate(indices):
+        view = task.render_view(field, split, index)
+        row = {"index": index, "psnr": psnr(view.rgb, view.gt)}
+        if with_ssim:
+            row["ssim"] = ssim(view.rgb, view.gt)
+        views.append(row)
+        if writer is not None and k == 0:
+            writer.add_image(f"{split}/render", view.rgb.cpu().numpy(), step, dataformats="HWC")
+            writer.add_image(f"{split}/ground_truth", view.gt.cpu().numpy(), step, dataformats="HWC")
+            depth = view.depth / view.depth.max().clamp(min=1e-6)
+            writer.add_image(f"{split}/depth", depth.cpu().numpy(), step, dataformats="HW")
+    mean = {"psnr": float(np.mean([v["psnr"] for v in views]))}
+    if with_ssim:
+        mean["ssim"] = float(np.mean([v["ssim"] for v in views]))
+    return {"split": split, "views": views, "mean": mean}
+
+
+def write_metrics(run_dir: Path, metrics: Dict[str, Any], name: str = METRICS_FILE) -> Path:
+    path = Path(run_dir) / name
+    write_json_atomic(path, metrics)
+    return path

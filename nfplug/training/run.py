@@ -1,0 +1,134 @@
+"""A run: its resolved config (plugins plus options), its folder, and rebuilding it.
+
+Shared by ``nfplug train`` (new and ``--resume``), ``nfplug eval`` and ``nfplug render``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+import tyro
+from typing_extensions import Annotated
+
+from nfplug import registry
+from nfplug.api import Field
+from nfplug.config import DEFAULT_PLUGINS, PLUGIN_KINDS, PLUGIN_SLOTS, TrainBase, from_json_dict, to_json_dict
+from nfplug.errors import NfplugError
+from nfplug.training.checkpoint import latest_checkpoint, load_checkpoint
+
+CONFIG_FILE = "config.json"
+
+
+def plugin_classes(names: Dict[str, str]) -> Dict[str, type]:
+    """Load the chosen plugin classes, slot -> class (only these are imported)."""
+    return {slot: registry.get(PLUGIN_KINDS[slot], names[slot]) for slot in PLUGIN_SLOTS}
+
+
+def config_type(names: Dict[str, str], classes: Dict[str, type]) -> type:
+    """``TrainBase`` plus one nested dataclass per plugin slot (``--field.OPTION``, ...)."""
+    extra = []
+    for slot in PLUGIN_SLOTS:
+        cls = classes[slot].Config
+        help_text = f"Options of the {slot} '{names[slot]}' (choose another with --{slot} NAME)."
+        extra.append((slot, Annotated[cls, tyro.conf.arg(help=help_text)], dataclasses.field(default_factory=cls)))
+    return dataclasses.make_dataclass("TrainConfig", extra, bases=(TrainBase,), frozen=True)
+
+
+def select_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as e:
+        raise NfplugError(f"--device: '{spec}' is not a device (use cpu, cuda, cuda:N or auto)") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NfplugError(f"--device: '{spec}' requested but CUDA is not available on this machine")
+    return device
+
+
+def write_json_atomic(path: Path, values: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(values, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def save_run_config(run_dir: Path, config: Any, names: Dict[str, str]) -> None:
+    write_json_atomic(run_dir / CONFIG_FILE, to_json_dict(config, names))
+
+
+def read_run_config(run_dir: Path) -> Tuple[Dict[str, str], Dict[str, Any]]:
+    """-> (plugin names, raw option values) of a run directory."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise NfplugError(f"{run_dir}: no such run directory")
+    if not path.is_file():
+        raise NfplugError(f"{path}: missing; {run_dir} is not an nfplug run directory")
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise NfplugError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from e
+    if not isinstance(values, dict) or not isinstance(values.get("plugins"), dict):
+        raise NfplugError(f"{path}: not an nfplug run config (no 'plugins' entry)")
+    names = {slot: str(values["plugins"].get(slot, DEFAULT_PLUGINS[slot])) for slot in PLUGIN_SLOTS}
+    return names, values
+
+
+def config_from_run(run_dir: Path) -> Tuple[Any, Dict[str, str]]:
+    names, values = read_run_config(run_dir)
+    cls = config_type(names, plugin_classes(names))
+    try:
+        return from_json_dict(cls, values), names
+    except (TypeError, ValueError) as e:
+        raise NfplugError(f"{Path(run_dir) / CONFIG_FILE}: invalid option values: {e}") from e
+
+
+def build_field(config: Any, names: Dict[str, str], classes: Dict[str, type], context: Any, device: torch.device, generator: torch.Generator) -> Field:
+    """Build the field, check it supports the task, and apply the init plugin."""
+    field_cls = classes["field"]
+    if context.task not in field_cls.tasks:
+        raise NfplugError(
+            f"--field: '{names['field']}' does not support the {context.task} task "
+            f"(it supports: {', '.join(field_cls.tasks)})"
+        )
+    field = field_cls(config.field, context)
+    classes["init"](config.init).apply(field, generator)
+    return field.to(device)
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: Any
+    names: Dict[str, str]
+    task: Any
+    field: Field
+    step: int
+
+
+def load_run(run_dir: Path, device_spec: str = "auto") -> LoadedRun:
+    """Rebuild a trained run from its config and last checkpoint (for eval and render)."""
+    from nfplug.training.tasks import build_task
+
+    run_dir = Path(run_dir)
+    config, names = config_from_run(run_dir)
+    device = select_device(device_spec)
+    ckpt = load_checkpoint(latest_checkpoint(run_dir), map_location=device)
+    classes = plugin_classes(names)
+    task = build_task(config, device, load_train=False)
+    field = build_field(config, names, classes, task.field_context(), device, torch.Generator().manual_seed(0))
+    try:
+        field.load_state_dict(ckpt["field"])
+        task.load_state_dict(ckpt["task"])
+    except (RuntimeError, KeyError) as e:
+        raise NfplugError(f"{latest_checkpoint(run_dir)}: does not match the run's config: {str(e).splitlines()[0]}") from e
+    field.eval()
+    return LoadedRun(run_dir, config, names, task, field, int(ckpt["step"]))

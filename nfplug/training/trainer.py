@@ -1,0 +1,232 @@
+"""The training loop: sampler -> rays -> field -> per-ray loss -> Adam, read top to bottom.
+
+One step::
+
+    batch = sampler.sample(step)              # image index, pixel_xy, loss weight per ray
+    pred, gt = task.train_forward(field, batch)
+    per_ray = mean_c (pred - gt)^2            # handed back to the sampler
+    loss = mean(batch.weight * per_ray)
+    d per_ray / d pixel_xy                    # only if the sampler asks for it
+    loss.backward(); adam.step()
+    sampler.update(feedback)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from nfplug.api import SamplerContext, StepFeedback
+from nfplug.errors import NfplugError
+from nfplug.metrics import psnr_from_mse
+from nfplug.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from nfplug.training.evaluation import evaluate_views, write_metrics
+from nfplug.training.history import History
+from nfplug.training.run import build_field, plugin_classes, save_run_config, select_device
+from nfplug.training.tasks import build_task
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    metrics: Optional[Dict[str, Any]]
+    interrupted: bool
+
+
+def learning_rate(config: Any, step: int, progress: float) -> float:
+    """Linear warm-up, then step decay at fractions ``decay_milestones`` of training."""
+    o = config.optim
+    warm = min(1.0, (step + 1) / max(1, o.warmup_steps))
+    n_decays = sum(progress >= m for m in o.decay_milestones)
+    return o.lr * warm * (o.decay_gamma**n_decays)
+
+
+def default_run_dir(config: Any, names: Dict[str, str], scene_name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{scene_name}-{names['field']}-{names['sampler']}-{stamp}"
+
+
+def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = None) -> TrainResult:
+    """Train a field as ``config`` says; resume from ``resume_dir``'s last checkpoint if given."""
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    device = select_device(config.device)
+    _seed_everything(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    task = build_task(config, device)
+    classes = plugin_classes(names)
+    field = build_field(config, names, classes, task.field_context(), device, generator)
+
+    run_dir = Path(resume_dir or config.output or default_run_dir(config, names, task.scene_name))
+    if resume_dir is None and list_checkpoints(run_dir):
+        raise NfplugError(f"--output: {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --output")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_run_config(run_dir, config, names)
+
+    params = [p for p in field.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.optim.lr, eps=config.optim.eps, weight_decay=config.optim.weight_decay)
+    sampler = classes["sampler"](
+        config.sampler,
+        SamplerContext(
+            n_images=task.images.shape[0],
+            height=task.images.shape[1],
+            width=task.images.shape[2],
+            batch_size=config.batch_size,
+            max_steps=config.max_steps,
+            task=task.name,
+            device=device,
+            images=task.images,
+            predict_errors=lambda idx, xy: task.predict_errors(field, idx, xy),
+        ),
+    )
+
+    step, elapsed = 0, 0.0
+    if resume_dir is not None:
+        ckpt = load_checkpoint(latest_checkpoint(run_dir), map_location=device)
+        field.load_state_dict(ckpt["field"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        task.load_state_dict(ckpt["task"])
+        sampler.load_state_dict(ckpt["sampler"])
+        generator.set_state(ckpt["rng"]["generator"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+    history = History.load(run_dir)
+    history.truncate(step)
+    pending_marks = sorted(t for t in config.eval_at_seconds if t > elapsed)
+
+    def checkpoint() -> Path:
+        return save_checkpoint(
+            run_dir,
+            {
+                "field": field.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "task": task.state_dict(),
+                "sampler": sampler.state_dict(),
+                "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
+                "elapsed": elapsed,
+            },
+            step,
+        )
+
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    bar = tqdm(total=config.max_steps, initial=step, disable=not config.progress, dynamic_ncols=True, desc="train")
+    eval_split = task.eval_split_name
+    interrupted = False
+    field.train()
+    try:
+        while step < config.max_steps and (config.max_time is None or elapsed < config.max_time):
+            t0 = time.perf_counter()
+            progress = max(step / config.max_steps, elapsed / config.max_time if config.max_time else 0.0)
+            lr = learning_rate(config, step, progress)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            warning = task.before_step(step, field)
+            if warning:
+                tqdm.write(f"nfplug: warning: {warning}")
+            batch = sampler.sample(step, generator)
+            if sampler.needs_position_grad:
+                batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
+            pred, gt, stats = task.train_forward(field, batch, generator)
+            per_ray = ((pred - gt) ** 2).mean(dim=-1)
+            loss = (batch.weight.detach() * per_ray).mean()
+
+            position_grad = None
+            if sampler.needs_position_grad:
+                (position_grad,) = torch.autograd.grad(per_ray.sum(), batch.pixel_xy, retain_graph=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sampler.update(
+                StepFeedback(
+                    step=step,
+                    batch=batch,
+                    loss=per_ray.detach(),
+                    error=(pred - gt).detach().abs().sum(dim=-1),
+                    position_grad=position_grad,
+                )
+            )
+            step += 1
+            dt = time.perf_counter() - t0
+            elapsed += dt
+
+            mse = per_ray.detach().mean().item()
+            if not math.isfinite(mse):
+                raise NfplugError(f"step {step}: the loss became {mse}; lower --optim.lr")
+            rays_per_s = pred.shape[0] / dt
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{mse:.4f}", psnr=f"{psnr_from_mse(mse):.2f}", rays_s=f"{rays_per_s:.0f}", spr=f"{stats['samples_per_ray']:.1f}", refresh=False
+            )
+            if step % 10 == 0 or step == 1:
+                history.train.append({"step": step, "time": round(elapsed, 3), "psnr": psnr_from_mse(mse)})
+                writer.add_scalar("train/loss", mse, step)
+                writer.add_scalar("train/psnr", psnr_from_mse(mse), step)
+                writer.add_scalar("train/lr", lr, step)
+                writer.add_scalar("train/rays_per_second", rays_per_s, step)
+                for key, value in stats.items():
+                    writer.add_scalar(f"train/{key}", value, step)
+                if hasattr(task, "renderer"):
+                    writer.add_scalar("train/grid_occupancy", task.renderer.occupancy(), step)
+            passed_mark = bool(pending_marks) and elapsed >= pending_marks[0]
+            if passed_mark or (config.eval_every and step % config.eval_every == 0 and step < config.max_steps):
+                pending_marks = [t for t in pending_marks if t > elapsed]
+                history.eval.append(_periodic_eval(task, field, eval_split, config.eval_views, writer, step, elapsed))
+                history.save(run_dir)
+                field.train()
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                checkpoint()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+
+    checkpoint()
+    history.save(run_dir)
+    if interrupted:
+        writer.close()
+        print(f"nfplug: interrupted at step {step}; checkpoint saved. Continue with: nfplug train --resume {run_dir}")
+        return TrainResult(run_dir, step, None, True)
+
+    field.eval()
+    metrics = evaluate_views(task, field, eval_split, writer=writer, step=step)
+    metrics.update({"step": step, "train_seconds": round(elapsed, 2)})
+    write_metrics(run_dir, metrics)
+    writer.add_scalar(f"{eval_split}/psnr", metrics["mean"]["psnr"], step)
+    writer.close()
+    history.eval.append({"step": step, "time": round(elapsed, 3), "psnr": metrics["mean"]["psnr"], "views": len(metrics["views"])})
+    history.save(run_dir)
+    print(
+        f"nfplug: trained {step} steps in {elapsed:.0f} s; {eval_split} PSNR {metrics['mean']['psnr']:.2f} dB, "
+        f"SSIM {metrics['mean']['ssim']:.4f} over {len(metrics['views'])} views -> {run_dir}"
+    )
+    return TrainResult(run_dir, step, metrics, False)
+
+
+def _periodic_eval(task: Any, field: Any, split: str, n_views: int, writer: SummaryWriter, step: int, elapsed: float) -> Dict[str, Any]:
+    """PSNR on ``n_views`` held-out views spread over the split; -> a history row."""
+    field.eval()
+    n = task.n_views(split)
+    k = max(1, min(n, n_views))
+    indices: List[int] = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
+    metrics = evaluate_views(task, field, split, indices=indices, writer=writer, step=step, with_ssim=False)
+    psnr = metrics["mean"]["psnr"]
+    writer.add_scalar(f"{split}/psnr_subset", psnr, step)
+    tqdm.write(f"step {step} ({elapsed:.0f} s): {split} PSNR {psnr:.2f} dB ({len(indices)} views)")
+    return {"step": step, "time": round(elapsed, 3), "psnr": psnr, "views": len(indices)}
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,75 @@
+"""CLI parsing on real argv strings (tyro's API changes between versions)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nfplug.cli import main, parse_train_args, split_train_argv
+from nfplug.errors import NfplugError
+
+
+def test_split_plugin_names_and_data_shortcut():
+    names, resume, rest = split_train_argv(
+        ["--field", "mlp", "--sampler=uniform", "--data", "scenes/lego", "--data.downscale", "4", "--field.hidden-dim", "32"]
+    )
+    assert names == {"field": "mlp", "sampler": "uniform"}
+    assert resume is None
+    assert rest == ["--data.path", "scenes/lego", "--data.downscale", "4", "--field.hidden-dim", "32"]
+
+
+def test_parse_full_command_line():
+    config, names, resume = parse_train_args(
+        ["--data", "somewhere", "--data.downscale", "4", "--field", "ngp", "--sampler", "uniform", "--init", "default",
+         "--max-steps", "3000", "--output", "runs/lego", "--max-time", "60", "--optim.lr", "0.005"]
+    )
+    assert names == {"field": "ngp", "sampler": "uniform", "init": "default"}
+    assert config.data.path == "somewhere" and config.data.downscale == 4
+    assert config.max_steps == 3000 and config.max_time == 60.0 and config.output == "runs/lego"
+    assert config.optim.lr == 0.005 and resume is None
+    assert type(config.field).__name__.endswith("Config")
+
+
+def test_plugin_option_reaches_plugin_config():
+    from nfplug import registry
+
+    field_cls = registry.get("fields", "ngp")
+    option = next(iter(field_cls.Config.__dataclass_fields__))
+    default = getattr(field_cls.Config(), option)
+    if isinstance(default, bool) or not isinstance(default, int):
+        pytest.skip("first ngp option is not an int")
+    config, _, _ = parse_train_args(["--field", "ngp", f"--field.{option.replace('_', '-')}", str(default + 1)])
+    assert getattr(config.field, option) == default + 1
+
+
+def test_unknown_plugin_names_valid_ones():
+    with pytest.raises(NfplugError) as e:
+        parse_train_args(["--field", "ngpp"])
+    assert "--field: unknown field 'ngpp'" in str(e.value) and "Did you mean 'ngp'" in str(e.value)
+
+
+def test_invalid_option_values_are_one_line_errors(capsys):
+    assert main(["train", "--max-steps", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "nfplug: error: --max-steps: must be at least 1"
+    assert main(["train", "--field"]) == 2
+    assert "--field: expects a value" in capsys.readouterr().err
+
+
+def test_help_lists_plugin_names_and_plugin_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--field NAME" in out and "mlp, ngp" in out and "--sampler NAME" in out and "--init NAME" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--field", "ngp", "--help"])
+    out = capsys.readouterr().out
+    assert "--field." in out and "hash" in out.lower()
+
+
+def test_unknown_command_and_plugins_listing(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ngp", "mlp", "uniform", "default"):
+        assert any(line.startswith(name + " ") and " ok " in line for line in out.splitlines()), name
