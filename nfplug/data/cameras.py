@@ -1,0 +1,149 @@
+"""Pinhole cameras and ray generation.
+
+Camera convention: OpenCV. A camera-to-world matrix ``c2w [3, 4]`` holds the camera
+axes as columns: ``x`` to the right of the image, ``y`` down the image, ``z`` forward
+into the scene; its last column is the camera centre. Blender / NeRF
+``transform_matrix`` files use OpenGL instead (``y`` up, camera looking down ``-z``);
+:func:`opengl_to_opencv` converts by negating the ``y`` and ``z`` axes.
+
+Pixel coordinates are continuous, ``[..., 0]`` the column (x) and ``[..., 1]`` the row
+(y), with the centre of pixel ``(col, row)`` at ``(col + 0.5, row + 0.5)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Cameras:
+    """A set of pinhole cameras sharing one image size.
+
+    Attributes:
+        c2w: ``[N, 3, 4]`` camera-to-world, OpenCV convention (x right, y down, z forward).
+        K: ``[N, 3, 3]`` intrinsics in pixels (``fx, fy`` on the diagonal, ``cx, cy``
+            in the last column).
+        width, height: image size in pixels.
+    """
+
+    c2w: Tensor
+    K: Tensor
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return self.c2w.shape[0]
+
+    def to(self, device: torch.device | str) -> Cameras:
+        return Cameras(self.c2w.to(device), self.K.to(device), self.width, self.height)
+
+
+def opengl_to_opencv(c2w: Tensor) -> Tensor:
+    """Convert camera-to-world matrices between the OpenGL and OpenCV conventions.
+
+    Negates the camera's ``y`` and ``z`` axes (columns 1 and 2). The flip is its own
+    inverse, so the same call converts OpenCV back to OpenGL.
+
+    Args:
+        c2w: ``[..., 3, 4]`` or ``[..., 4, 4]`` camera-to-world matrices.
+
+    Returns:
+        matrices of the same shape in the other convention.
+    """
+    flip = torch.ones(c2w.shape[-1], dtype=c2w.dtype, device=c2w.device)
+    flip[1:3] = -1.0
+    return c2w * flip
+
+
+def generate_rays(cameras: Cameras, image_index: Tensor, pixel_xy: Tensor) -> tuple[Tensor, Tensor]:
+    """Rays through continuous pixel positions.
+
+    Differentiable with respect to ``pixel_xy`` (samplers that move their pixels need
+    ``d loss / d pixel_xy``).
+
+    Args:
+        cameras: the cameras, ``N`` of them.
+        image_index: ``[B]`` long, the camera of each ray.
+        pixel_xy: ``[B, 2]`` continuous pixel coordinates (x = column, y = row, pixel
+            centres at ``+0.5``).
+
+    Returns:
+        ``rays_o [B, 3]`` camera centres and ``rays_d [B, 3]`` unit directions, in world
+        coordinates.
+
+    Example:
+        >>> K = torch.tensor([[[2.0, 0, 2], [0, 2.0, 2], [0, 0, 1]]])
+        >>> cams = Cameras(torch.eye(3, 4)[None], K, width=4, height=4)
+        >>> generate_rays(cams, torch.tensor([0]), torch.tensor([[2.0, 2.0]]))[1]
+        tensor([[0., 0., 1.]])
+    """
+    c2w = cameras.c2w[image_index]
+    K = cameras.K[image_index]
+    x = (pixel_xy[:, 0] - K[:, 0, 2]) / K[:, 0, 0]
+    y = (pixel_xy[:, 1] - K[:, 1, 2]) / K[:, 1, 1]
+    dirs_cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)
+    rays_d = (c2w[:, :, :3] @ dirs_cam[:, :, None])[:, :, 0]
+    rays_d = rays_d / rays_d.norm(dim=-1, keepdim=True)
+    rays_o = c2w[:, :, 3]
+    return rays_o, rays_d
+
+
+def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
+    """OpenCV camera-to-world matrices of cameras at ``eye`` looking at ``target``.
+
+    Args:
+        eye: ``[N, 3]`` camera centres.
+        target: ``[3]`` or ``[N, 3]`` points to look at.
+        up: ``[3]`` world up; image ``y`` (down) points away from it. Must not be
+            parallel to the viewing direction.
+
+    Returns:
+        ``c2w [N, 3, 4]``.
+    """
+    forward = target - eye
+    forward = forward / forward.norm(dim=-1, keepdim=True)
+    right = torch.cross(forward, up.expand_as(forward), dim=-1)
+    right = right / right.norm(dim=-1, keepdim=True)
+    down = torch.cross(forward, right, dim=-1)
+    return torch.stack([right, down, forward, eye], dim=-1)
+
+
+def orbit_path(cameras: Cameras, n_frames: int) -> Cameras:
+    """A closed circular camera path around the origin, for videos.
+
+    The circle lies at the mean distance from the origin and the mean elevation
+    (angle above the ``xy`` plane; world ``z`` is up, as in Blender) of the input
+    cameras, starts at the azimuth of the first camera, and every camera looks at the
+    origin. Intrinsics are those of the first input camera.
+
+    Args:
+        cameras: ``N`` cameras the path is fitted to.
+        n_frames: number of cameras on the path; frame ``n_frames`` would equal frame 0.
+
+    Returns:
+        ``n_frames`` cameras.
+    """
+    centres = cameras.c2w[:, :, 3]
+    radius = centres.norm(dim=-1).clamp_min(1e-8)
+    # Keep clear of the poles, where "up" is parallel to the viewing direction.
+    max_elevation = math.radians(89.0)
+    elevation = torch.asin((centres[:, 2] / radius).clamp(-1.0, 1.0)).mean().clamp(-max_elevation, max_elevation)
+    azimuth0 = torch.atan2(centres[0, 1], centres[0, 0])
+    azimuth = azimuth0 + torch.arange(n_frames, dtype=centres.dtype, device=centres.device) * (2 * math.pi / n_frames)
+    r = radius.mean()
+    eye = torch.stack(
+        [
+            r * torch.cos(elevation) * torch.cos(azimuth),
+            r * torch.cos(elevation) * torch.sin(azimuth),
+            (r * torch.sin(elevation)).expand_as(azimuth),
+        ],
+        dim=-1,
+    )
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=centres.dtype, device=centres.device)
+    c2w = look_at(eye, torch.zeros_like(up), up)
+    K = cameras.K[:1].expand(n_frames, 3, 3).clone()
+    return Cameras(c2w, K, cameras.width, cameras.height)
