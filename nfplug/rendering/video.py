@@ -22,12 +22,12 @@ class Written:
 
 
 def colorize_depth(depth: torch.Tensor, opacity: torch.Tensor, near: float, far: float) -> np.ndarray:
-    """``[H, W]`` expected depth (nerfacc convention: weighted, not normalised) -> ``[H, W, 3]`` uint8.
+    """``[H, W]`` expected depth (normalised by opacity, as nerfacc returns it) -> ``[H, W, 3]`` uint8.
 
-    Depth is normalised by opacity, mapped from [near, far] through the turbo colormap,
-    and empty pixels (opacity ~ 0) are black.
+    Depth is mapped from [near, far] through the turbo colormap; empty pixels
+    (opacity ~ 0) are black.
     """
-    d = (depth / opacity.clamp(min=1e-6)).clamp(near, far)
+    d = depth.clamp(near, far)
     scaled = ((d - near) / (far - near) * 255).to(torch.uint8).cpu().numpy()
     colored = cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)[..., ::-1]
     return np.where((opacity.cpu().numpy() > 0.05)[..., None], colored, 0).astype(np.uint8)

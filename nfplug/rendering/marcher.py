@@ -1,0 +1,354 @@
+"""Ray marching through a nerfacc occupancy grid, with a vectorized CPU path.
+
+``nerfacc.OccGridEstimator.sampling`` runs a CUDA kernel only. :func:`march_rays`
+calls it on CUDA tensors and otherwise reproduces it in PyTorch:
+
+- samples lie on a lattice ``t_0 = near_plane`` (plus a per-ray offset in
+  ``[0, step)`` when stratified), ``t_{k+1} = t_k + clamp(t_k * cone_angle,
+  render_step_size, 1e10)``; sample ``k`` is the interval ``[t_k, t_{k+1}]``;
+- a sample is kept when its midpoint lies in ``[max(near, t_enter), min(far,
+  t_exit))`` of the (outermost) grid box and in an occupied cell, looked up in the
+  finest level containing it (level ``k`` covers the base box scaled by ``2^k``
+  about its centre);
+- with a ``sigma_fn``, samples whose opacity is below ``alpha_thre`` (capped at the
+  mean occupancy, as nerfacc does) or whose transmittance has fallen below
+  ``early_stop_eps`` are dropped (``nerfacc.render_visibility_from_density``).
+
+Example::
+
+    >>> estimator = nerfacc.OccGridEstimator(roi_aabb=[-1.5] * 3 + [1.5] * 3, resolution=128)
+    >>> estimator.binaries.fill_(True)
+    >>> ray_indices, t_starts, t_ends = march_rays(
+    ...     estimator, rays_o, rays_d, near_plane=2.0, far_plane=6.0, render_step_size=5e-3)
+    >>> x = rays_o[ray_indices] + (t_starts + t_ends)[:, None] / 2 * rays_d[ray_indices]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Tuple
+
+import nerfacc
+import torch
+from torch import Tensor
+
+from nfplug.rendering.volrend import render_transmittance
+
+SigmaFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+# Candidate samples materialised at once: at ~60 bytes of temporaries each, a chunk
+# stays in cache; tools/bench_marcher.py ran fastest at 2^16-2^18 (2^22: 1.6x slower).
+_MAX_CANDIDATES = 1 << 17
+
+
+def ray_aabb_intersect(rays_o: Tensor, rays_d: Tensor, aabb: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Slab-method ray / box intersection.
+
+    Args:
+        rays_o: ``[n_rays, 3]`` origins.
+        rays_d: ``[n_rays, 3]`` directions (need not be unit; ``t`` is in their units).
+        aabb: ``[6]`` box ``[xmin, ymin, zmin, xmax, ymax, zmax]``.
+
+    Returns:
+        ``t_min [n_rays]``, ``t_max [n_rays]`` (entry and exit along the whole line,
+        possibly negative) and ``hit [n_rays]`` bool: the line meets the closed box and
+        the exit is in front of the origin (``t_max > 0``).
+    """
+    lo, hi = aabb[:3], aabb[3:]
+    parallel = rays_d == 0
+    # An axis the ray does not move along constrains nothing if the origin is inside
+    # that slab and excludes everything otherwise; dividing would give 0 * inf = nan.
+    safe_d = torch.where(parallel, torch.ones_like(rays_d), rays_d)
+    t1 = (lo - rays_o) / safe_d
+    t2 = (hi - rays_o) / safe_d
+    in_slab = (rays_o >= lo) & (rays_o <= hi)
+    inf = torch.full_like(t1, math.inf)
+    t_near = torch.where(parallel, torch.where(in_slab, -inf, inf), torch.minimum(t1, t2))
+    t_far = torch.where(parallel, torch.where(in_slab, inf, -inf), torch.maximum(t1, t2))
+    t_min = t_near.amax(dim=-1)
+    t_max = t_far.amin(dim=-1)
+    return t_min, t_max, (t_min <= t_max) & (t_max > 0)
+
+
+def query_occupancy(binaries: Tensor, base_aabb: Tensor, x: Tensor) -> Tensor:
+    """Occupancy of points in a multi-level grid (same rule as ``nerfacc.grid._query``).
+
+    Args:
+        binaries: ``[levels, resx, resy, resz]`` bool; level ``k`` covers ``base_aabb``
+            scaled by ``2^k`` about its centre.
+        base_aabb: ``[6]`` box of level 0.
+        x: ``[..., 3]`` world points.
+
+    Returns:
+        ``[...]`` bool: the cell of the finest level containing the point is occupied;
+        False outside the coarsest level.
+    """
+    levels = binaries.shape[0]
+    res = binaries.shape[1:]
+    lo, hi = base_aabb[:3], base_aabb[3:]
+    centred = (x - lo) / (hi - lo) - 0.5  # base box is [-0.5, 0.5]^3
+    # The finest level containing a point has |centred| < 2^(k-1); frexp gives that k
+    # as an exponent (0.1 floor: frexp(0) has exponent 0, which would mean level 1).
+    max_abs = centred.abs().amax(dim=-1).clamp_min(0.1)
+    mip = (torch.frexp(max_abs).exponent + 1).clamp_min(0)
+    inside = mip < levels
+    mip = mip.clamp_max(levels - 1)
+    unit = centred * torch.exp2(-mip.to(centred.dtype))[..., None] + 0.5  # [0, 1]^3 in its level
+    flat = mip.long()
+    for axis in range(3):
+        cell = (unit[..., axis] * res[axis]).long().clamp_(0, res[axis] - 1)
+        flat = flat * res[axis] + cell
+    return binaries.reshape(-1)[flat] & inside
+
+
+def _arithmetic_part(near: Tensor, step: float, cone_angle: float) -> Tuple[Tensor, Tensor]:
+    """Lattice steps are ``step`` while ``t_k <= step / cone_angle`` and ``t_k * cone_angle``
+    after: returns the index ``n_flat`` where the lattice turns geometric and ``t_{n_flat}``."""
+    n_flat = (torch.floor((step / cone_angle - near) / step) + 1.0).clamp_min(0.0)
+    return n_flat, near + n_flat * step
+
+
+def _lattice(near: Tensor, k: Tensor, step: float, cone_angle: float) -> Tensor:
+    """``t_k`` of the marching lattice started at ``near [n_rays, 1]`` for ``k [n_rays, m]``:
+    arithmetic, then (``cone_angle > 0``) geometric with ratio ``1 + cone_angle``."""
+    if cone_angle == 0.0:
+        return near + k * step
+    n_flat, t_switch = _arithmetic_part(near, step, cone_angle)
+    return torch.where(k <= n_flat, near + k * step, t_switch * (1.0 + cone_angle) ** (k - n_flat))
+
+
+def _lattice_index(near: Tensor, t: Tensor, step: float, cone_angle: float) -> Tensor:
+    """Real-valued inverse of :func:`_lattice`: ``k`` with ``t_k = t`` (``[n_rays, 1]``)."""
+    k_flat = (t - near) / step
+    if cone_angle == 0.0:
+        return k_flat
+    n_flat, t_switch = _arithmetic_part(near, step, cone_angle)
+    k_geom = n_flat + torch.log(t.clamp_min(t_switch) / t_switch) / math.log1p(cone_angle)
+    return torch.where(t <= t_switch, k_flat, k_geom)
+
+
+def _block_factor(resolution: Tuple[int, ...]) -> int:
+    """Largest of 4, 2 dividing every grid resolution (1 if none)."""
+    for factor in (4, 2):
+        if all(r % factor == 0 for r in resolution):
+            return factor
+    return 1
+
+
+def _coarse_occupancy(binaries: Tensor, factor: int, radius: Tuple[int, int, int]) -> Tensor:
+    """``binaries [X, Y, Z]`` max-pooled over ``factor^3`` blocks, then dilated by
+    ``radius`` blocks per axis -> ``[X / factor, Y / factor, Z / factor]`` bool."""
+    x, y, z = binaries.shape
+    blocks = binaries.reshape(x // factor, factor, y // factor, factor, z // factor, factor).amax(dim=(1, 3, 5))
+    for axis, r in enumerate(radius):
+        source = blocks.clone()
+        n = blocks.shape[axis]
+        for shift in range(1, min(r, n - 1) + 1):
+            blocks.narrow(axis, shift, n - shift).logical_or_(source.narrow(axis, 0, n - shift))
+            blocks.narrow(axis, 0, n - shift).logical_or_(source.narrow(axis, shift, n - shift))
+    return blocks
+
+
+def _cell_index(origin: Tensor, direction: Tensor, t: Tensor, aabb: Tensor, resolution: Tuple[int, ...]) -> Tensor:
+    """Flat cell index (clamped into the grid) of ``origin + t * direction``.
+
+    ``origin``, ``direction`` ``[n, 3]``; ``t [n, m]`` -> ``[n, m]`` long. One fused
+    multiply-add per axis in cell units: this runs on millions of candidates.
+    """
+    lo, hi = aabb[:3], aabb[3:]
+    scale = torch.tensor(resolution, dtype=t.dtype, device=t.device) / (hi - lo)
+    offset = (origin - lo) * scale
+    slope = direction * scale
+    flat = None
+    for axis, res in enumerate(resolution):
+        cell = torch.addcmul(offset[:, axis : axis + 1], t, slope[:, axis : axis + 1]).long().clamp_(0, res - 1)
+        flat = cell if flat is None else flat.mul_(res).add_(cell)
+    return flat
+
+
+def _occupied_samples(
+    binaries: Tensor,
+    base_aabb: Tensor,
+    rays_o: Tensor,
+    rays_d: Tensor,
+    near: Tensor,
+    lo: Tensor,
+    hi: Tensor,
+    k_first: Tensor,
+    width: int,
+    step: float,
+    cone_angle: float,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Occupied samples among lattice indices ``k_first + [0, width)`` of each row.
+
+    Rows are rays or pieces of rays: ``rays_o``, ``rays_d`` ``[n, 3]``; ``near, lo, hi,
+    k_first`` ``[n, 1]``. Candidates are laid out densely as ``[n, width]``. Returns
+    row indices, ``t_starts`` and ``t_ends``, sorted by row then ``t``.
+    """
+    k = k_first + torch.arange(width, dtype=near.dtype, device=near.device)
+    t_starts = _lattice(near, k, step, cone_angle)
+    t_ends = t_starts + step if cone_angle == 0.0 else _lattice(near, k + 1.0, step, cone_angle)
+    t_mids = (t_starts + t_ends) * 0.5
+    keep = (t_mids >= lo) & (t_mids < hi)
+    if binaries.shape[0] == 1:
+        # Midpoints are inside the box by construction; clamping the cell index
+        # settles rounding at its faces.
+        keep &= binaries.reshape(-1)[_cell_index(rays_o, rays_d, t_mids, base_aabb, binaries.shape[1:])]
+    else:
+        x = rays_o[:, None, :] + t_mids[..., None] * rays_d[:, None, :]
+        keep &= query_occupancy(binaries, base_aabb, x)
+    flat = keep.view(-1).nonzero().squeeze(1)
+    return flat // width, t_starts.reshape(-1)[flat], t_ends.reshape(-1)[flat]
+
+
+@torch.no_grad()
+def _march_rays_cpu(
+    estimator: nerfacc.OccGridEstimator,
+    rays_o: Tensor,
+    rays_d: Tensor,
+    near_plane: float,
+    far_plane: float,
+    render_step_size: float,
+    stratified: bool,
+    cone_angle: float,
+    generator: Optional[torch.Generator],
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Occupied lattice samples of every ray (no density test); see :func:`march_rays`.
+
+    With a single-level grid, runs of ``m`` lattice steps are first tested against
+    a block-pooled, dilated copy of the grid, so that only runs that can hold an
+    occupied sample are expanded; the result is the same as testing every step.
+    """
+    n_rays = rays_o.shape[0]
+    dtype, device = rays_o.dtype, rays_o.device
+    step = float(render_step_size)
+    binaries = estimator.binaries
+    outer_aabb = estimator.aabbs[-1].to(dtype)
+    t_min, t_max, hit = ray_aabb_intersect(rays_o, rays_d, outer_aabb)
+
+    near = torch.full((n_rays,), float(near_plane), dtype=dtype, device=device)
+    if stratified:
+        near = near + torch.rand(n_rays, generator=generator, dtype=dtype, device=device) * step
+    lo = torch.maximum(near, t_min)
+    hi = torch.minimum(torch.full_like(near, float(far_plane)), t_max)
+    hit &= lo < hi
+    lo = torch.where(hit, lo, torch.full_like(lo, math.inf))[:, None]
+    hi = torch.where(hit, hi, near)[:, None]
+    near = near[:, None]
+
+    # Lattice indices whose midpoint can fall in [lo, hi), one index of slack on each
+    # side for rounding; the exact test is done on the midpoints themselves.
+    k_first = (torch.floor(_lattice_index(near, torch.where(hit[:, None], lo, near), step, cone_angle)) - 1.0).clamp_min(0.0)
+    k_last = torch.ceil(_lattice_index(near, hi, step, cone_angle)) + 1.0
+    n_candidates = torch.where(hit[:, None], k_last - k_first + 1.0, torch.zeros_like(k_first))
+    width = int(n_candidates.max().item()) if n_rays > 0 else 0
+
+    empty = torch.empty(0, dtype=dtype, device=device)
+    if width == 0 or not bool(binaries.any()):
+        return torch.empty(0, dtype=torch.long, device=device), empty, empty.clone()
+
+    base_aabb = estimator.aabbs[0].to(dtype)
+    resolution = tuple(binaries.shape[1:])
+    factor = _block_factor(resolution)
+    block_size = (base_aabb[3:] - base_aabb[:3]) / torch.tensor(resolution, dtype=dtype) * factor
+    # Runs of m steps about 1.8 blocks long, so that dilating blocks by one covers them.
+    run = int(1.8 * block_size.min().item() / step)
+    row_ray = torch.arange(n_rays, device=device)
+    if binaries.shape[0] == 1 and factor > 1 and run > 1 and width >= 4 * run:
+        k_run = k_first + torch.arange(0, width, run, dtype=dtype, device=device)
+        t_a = _lattice(near, k_run, step, cone_angle)
+        t_b = _lattice(near, k_run + run, step, cone_angle)
+        in_range = (t_b > lo) & (t_a < hi)
+        half = ((t_b - t_a) * 0.5)[in_range].max()
+        reach = half * rays_d.abs().amax(dim=0) / block_size
+        radius = tuple(int(math.ceil(r + 0.05)) for r in reach.tolist())
+        coarse = _coarse_occupancy(binaries[0], factor, radius)
+        cells = _cell_index(rays_o, rays_d, (t_a + t_b) * 0.5, base_aabb, tuple(coarse.shape))
+        row_ray, run_index = (in_range & coarse.reshape(-1)[cells]).nonzero().unbind(dim=1)
+        k_first = k_first[row_ray] + (run_index * run).to(dtype)[:, None]
+        width = run
+        rays_o, rays_d, near, lo, hi = rays_o[row_ray], rays_d[row_ray], near[row_ray], lo[row_ray], hi[row_ray]
+
+    chunk = max(1, _MAX_CANDIDATES // width)
+    indices, starts, ends = [], [], []
+    for s in range(0, row_ray.shape[0], chunk):
+        e = s + chunk
+        rows, t_s, t_e = _occupied_samples(
+            binaries, base_aabb, rays_o[s:e], rays_d[s:e], near[s:e], lo[s:e], hi[s:e], k_first[s:e],
+            width, step, cone_angle,
+        )
+        indices.append(row_ray[rows + s])
+        starts.append(t_s)
+        ends.append(t_e)
+    return torch.cat(indices), torch.cat(starts), torch.cat(ends)
+
+
+@torch.no_grad()
+def march_rays(
+    estimator: nerfacc.OccGridEstimator,
+    rays_o: Tensor,
+    rays_d: Tensor,
+    *,
+    near_plane: float,
+    far_plane: float,
+    render_step_size: float,
+    sigma_fn: Optional[SigmaFn] = None,
+    alpha_thre: float = 0.0,
+    early_stop_eps: float = 1e-4,
+    stratified: bool = False,
+    cone_angle: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Samples in occupied space along each ray (``OccGridEstimator.sampling``).
+
+    Args:
+        estimator: nerfacc occupancy grid (``binaries [levels, R, R, R]``, ``aabbs``,
+            ``occs``) on the same device as the rays.
+        rays_o: ``[n_rays, 3]`` origins, world units.
+        rays_d: ``[n_rays, 3]`` unit directions.
+        near_plane, far_plane: ray range (world units).
+        render_step_size: lattice step (world units), > 0.
+        sigma_fn: ``(t_starts, t_ends, ray_indices) -> sigmas [n_samples]``, called
+            without grad on the occupied samples to drop invisible ones; None skips that.
+        alpha_thre: drop samples with opacity below ``min(alpha_thre, occs.mean())``.
+        early_stop_eps: drop samples whose transmittance is below this.
+        stratified: jitter each ray's lattice by a uniform offset in ``[0, step)``
+            (from ``generator`` on the CPU; nerfacc's own RNG on CUDA).
+        cone_angle: step growth ``dt = clamp(t * cone_angle, step, 1e10)``; 0 = uniform.
+        generator: RNG for ``stratified`` on the CPU.
+
+    Returns:
+        ``ray_indices [n_samples]`` long, ``t_starts [n_samples]``, ``t_ends [n_samples]``,
+        sorted by ray, then ``t``. Not differentiable.
+    """
+    if render_step_size <= 0:
+        raise ValueError(f"render_step_size must be > 0, got {render_step_size}")
+    if cone_angle < 0:
+        raise ValueError(f"cone_angle must be >= 0, got {cone_angle}")
+    if rays_o.is_cuda:
+        return estimator.sampling(
+            rays_o,
+            rays_d,
+            sigma_fn=sigma_fn,
+            near_plane=near_plane,
+            far_plane=far_plane,
+            render_step_size=render_step_size,
+            early_stop_eps=early_stop_eps,
+            alpha_thre=alpha_thre,
+            stratified=stratified,
+            cone_angle=cone_angle,
+        )
+    ray_indices, t_starts, t_ends = _march_rays_cpu(
+        estimator, rays_o, rays_d, near_plane, far_plane, render_step_size, stratified, cone_angle, generator
+    )
+    if sigma_fn is None or not (alpha_thre > 0.0 or early_stop_eps > 0.0) or t_starts.shape[0] == 0:
+        return ray_indices, t_starts, t_ends
+    alpha_thre = min(alpha_thre, estimator.occs.mean().item())
+    sigmas = sigma_fn(t_starts, t_ends, ray_indices)
+    if sigmas.shape != t_starts.shape:
+        raise ValueError(f"sigma_fn must return sigmas [{t_starts.shape[0]}], got {tuple(sigmas.shape)}")
+    trans, alphas = render_transmittance(t_starts, t_ends, sigmas, ray_indices, rays_o.shape[0])
+    visible = trans >= early_stop_eps
+    if alpha_thre > 0.0:
+        visible &= alphas >= alpha_thre
+    return ray_indices[visible], t_starts[visible], t_ends[visible]
