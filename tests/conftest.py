@@ -16,7 +16,9 @@ needs_lego = pytest.mark.skipif(not (LEGO / "transforms_train.json").is_file(), 
 TINY_TRAIN = ["--batch-size", "512", "--render.grid-resolution", "32", "--eval-every", "0", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _demo_cache(tmp_path_factory, monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _demo_cache(tmp_path_factory):
     """One demo scene per test session, outside the user's home."""
-    monkeypatch.setenv("NFPLUG_CACHE", str(tmp_path_factory.getbasetemp() / "nfplug-cache"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NFPLUG_CACHE", str(tmp_path_factory.getbasetemp() / "nfplug-cache"))
+        yield

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from nfplug.data.cameras import Cameras, generate_rays, look_at, opengl_to_opencv
+from nfplug.runtime import cache_root
 
 DEMO_NAME = "demo-v1"
 IMAGE_SIZE = 64
@@ -222,7 +222,7 @@ def ensure_demo_scene(cache_dir: Path | None = None) -> Path:
     so an interrupted generation never leaves a half-written scene behind.
     """
     if cache_dir is None:
-        cache_dir = Path(os.environ.get("NFPLUG_CACHE") or Path.home() / ".cache" / "nfplug")
+        cache_dir = cache_root()
     cache_dir = Path(cache_dir).expanduser()
     scene_dir = cache_dir / DEMO_NAME
     if _is_complete(scene_dir):

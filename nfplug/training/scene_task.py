@@ -55,13 +55,15 @@ class SceneTask:
         self.root = resolve_scene_root(data.path)
         if not self.root.exists():
             raise NfplugError(f"--data: {self.root}: no such scene folder")
-        first = load_blender(self.root, "train", downscale=data.downscale) if load_train else None
+        self._splits: Dict[str, SceneSplit] = {}
+        if load_train:
+            self._splits["train"] = load_blender(self.root, "train", downscale=data.downscale)
+        first = self._splits.get("train")
         self.train: Optional[SceneSplit] = first
         probe = first or self.split(self._eval_split_name())
         self.aabb = tuple(probe.aabb)
         self.near, self.far = probe.near, probe.far
         self.renderer = SceneRenderer(self.aabb, self.near, self.far, render).to(device)
-        self._splits: Dict[str, SceneSplit] = {} if first is None else {"train": first}
         if first is not None:
             self.images = first.images.to(device)
             self.cameras = _cameras_to(first.cameras, device)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from nfplug.api import SamplerContext, StepFeedback
 from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
+from nfplug.runtime import retain_freed_memory
 from nfplug.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from nfplug.training.evaluation import evaluate_views, write_metrics
 from nfplug.training.history import History
@@ -59,6 +60,7 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
     """Train a field as ``config`` says; resume from ``resume_dir``'s last checkpoint if given."""
     if config.threads > 0:
         torch.set_num_threads(config.threads)
+    retain_freed_memory()
     device = select_device(config.device)
     _seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)

@@ -1,0 +1,537 @@
+"""Multiresolution hash encoding (Müller et al. 2022, "Instant Neural Graphics Primitives").
+
+A point ``x`` in ``[0, 1]^D`` (D = 2 or 3) is looked up in ``L`` grids of growing
+resolution ``N_l = floor(N_min * b^l)``, ``b = exp((ln N_max - ln N_min) / (L - 1))``
+(paper eq. 2-3). Level ``l`` has ``(N_l + 1)^D`` vertices; when they fit in the table
+(``T = 2^log2_hashmap_size`` entries) they are indexed densely (row-major, x fastest),
+otherwise through the spatial hash of eq. 4, ``(g_0 * 1) xor (g_1 * 2654435761) xor
+(g_2 * 805459861) mod T`` in uint32 arithmetic. The ``F`` features of the ``2^D``
+corners of the cell around ``x * N_l`` are blended with (bi/tri)linear weights and the
+levels are concatenated: ``[N, L * F]``.
+
+All levels share one flat parameter table ``[sum_l T_l, F]``; level ``l`` owns rows
+``offsets[l] : offsets[l] + T_l``. The cell corner is ``clamp(floor(x * N_l), 0, N_l - 1)``
+so ``x = 1`` falls in the last cell (weight 1 on its upper corner) instead of indexing a
+vertex past the grid.
+
+Two implementations with the same semantics:
+
+- :func:`hash_encode_reference`: pure PyTorch, differentiable by autograd.
+- :func:`hash_encode`: a small C++/OpenMP kernel (compiled once with the system ``g++``
+  into a cache directory, ~1 s, and called through ``ctypes``; torch's own
+  ``cpp_extension.load_inline`` needs ~30 s to build here because of the torch headers).
+  Its backward parallelises over levels, which own disjoint table rows, so the
+  scatter-add of the table gradient needs no atomics. Falls back to the reference when
+  the kernel cannot be built or the inputs are not CPU float32.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import subprocess
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from nfplug.runtime import cache_root
+
+PRIMES = (1, 2654435761, 805459861)
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Where each level lives in the flat table and how it is indexed.
+
+    Attributes:
+        dim: input dimension D (2 or 3).
+        n_features: features per level F.
+        resolutions: ``[L]`` cells per side ``N_l``.
+        sizes: ``[L]`` table rows of each level ``T_l``.
+        offsets: ``[L]`` first table row of each level.
+        dense: ``[L]`` True when the level is indexed densely (no hashing).
+    """
+
+    dim: int
+    n_features: int
+    resolutions: Tuple[int, ...]
+    sizes: Tuple[int, ...]
+    offsets: Tuple[int, ...]
+    dense: Tuple[bool, ...]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.resolutions)
+
+    @property
+    def n_params(self) -> int:
+        return self.offsets[-1] + self.sizes[-1]
+
+    @property
+    def out_dim(self) -> int:
+        return self.n_levels * self.n_features
+
+
+def grid_layout(
+    dim: int,
+    n_levels: int,
+    n_features: int,
+    log2_hashmap_size: int,
+    base_resolution: int,
+    max_resolution: int,
+) -> GridLayout:
+    """The per-level resolutions and table slices (paper eq. 2-3)."""
+    if n_levels > 1:
+        growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / (n_levels - 1))
+    else:
+        growth = 1.0
+    table_size = 2**log2_hashmap_size
+    resolutions, sizes, offsets, dense = [], [], [], []
+    offset = 0
+    for level in range(n_levels):
+        # The epsilon keeps exact products such as 16 * 2^1 from flooring to 31.
+        res = max(1, int(math.floor(base_resolution * growth**level + 1e-6)))
+        n_vertices = (res + 1) ** dim
+        is_dense = n_vertices <= table_size
+        size = n_vertices if is_dense else table_size
+        resolutions.append(res)
+        sizes.append(size)
+        offsets.append(offset)
+        dense.append(is_dense)
+        offset += size
+    return GridLayout(dim, n_features, tuple(resolutions), tuple(sizes), tuple(offsets), tuple(dense))
+
+
+def hash_corner(corner: Tensor, table_size: int) -> Tensor:
+    """Spatial hash of integer grid vertices (paper eq. 4).
+
+    Args:
+        corner: ``[..., D]`` int64 non-negative vertex coordinates.
+        table_size: ``T``.
+
+    Returns:
+        ``[...]`` int64 in ``[0, T)``.
+    """
+    h = torch.zeros(corner.shape[:-1], dtype=torch.int64, device=corner.device)
+    for d in range(corner.shape[-1]):
+        h = h ^ ((corner[..., d] * PRIMES[d]) & 0xFFFFFFFF)
+    return h % table_size
+
+
+def hash_encode_reference(x: Tensor, table: Tensor, layout: GridLayout) -> Tensor:
+    """Multiresolution hash encoding in plain PyTorch (autograd for all gradients).
+
+    Args:
+        x: ``[N, D]`` positions in ``[0, 1]``.
+        table: ``[n_params, F]`` the flat feature table of ``layout``.
+        layout: see :func:`grid_layout`.
+
+    Returns:
+        ``[N, L * F]`` features, level-major.
+    """
+    n, dim = x.shape
+    device = x.device
+    res = torch.tensor(layout.resolutions, dtype=x.dtype, device=device)  # [L]
+    res_i = torch.tensor(layout.resolutions, dtype=torch.int64, device=device)
+    pos = x[:, None, :] * res[None, :, None]  # [N, L, D]
+    cell = torch.minimum(pos.detach().floor().long().clamp_min(0), (res_i - 1)[None, :, None])
+    frac = pos - cell.to(x.dtype)  # [N, L, D]
+
+    bits = torch.tensor(
+        [[(c >> d) & 1 for d in range(dim)] for c in range(2**dim)], dtype=torch.int64, device=device
+    )  # [C, D]
+    corner = cell[:, :, None, :] + bits[None, None]  # [N, L, C, D]
+
+    strides = torch.stack([(res_i + 1) ** d for d in range(dim)], -1)  # [L, D]
+    dense_index = (corner * strides[None, :, None, :]).sum(-1)
+    sizes = torch.tensor(layout.sizes, dtype=torch.int64, device=device)
+    hashed_index = hash_corner(corner, 2**32) % sizes[None, :, None]
+    dense = torch.tensor(layout.dense, device=device)
+    index = torch.where(dense[None, :, None], dense_index, hashed_index)
+    index = index + torch.tensor(layout.offsets, dtype=torch.int64, device=device)[None, :, None]
+
+    feats = table[index]  # [N, L, C, F]
+    w = torch.where(bits.bool()[None, None], frac[:, :, None, :], 1 - frac[:, :, None, :])
+    weights = w.prod(-1)  # [N, L, C]
+    return (weights[..., None] * feats).sum(2).reshape(n, -1)
+
+
+# ------------------------------------------------------------------- fast CPU kernel
+
+_KERNEL_SOURCE = r"""
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+const uint32_t PRIMES[3] = {1u, 2654435761u, 805459861u};
+
+struct Level {
+    float scale;
+    int32_t res;
+    uint32_t stride[3];
+    uint32_t size;
+    uint32_t mask;
+    bool pow2;
+    bool dense;
+    int64_t offset;
+};
+
+void make_levels(int dim, int n_levels, const int32_t* res, const int64_t* sizes,
+                 const int64_t* offsets, const int32_t* dense, Level* out) {
+    for (int l = 0; l < n_levels; ++l) {
+        Level& lv = out[l];
+        lv.scale = (float)res[l];
+        lv.res = res[l];
+        uint32_t s = 1;
+        for (int d = 0; d < dim; ++d) { lv.stride[d] = s; s *= (uint32_t)(res[l] + 1); }
+        lv.size = (uint32_t)sizes[l];
+        lv.pow2 = (lv.size & (lv.size - 1)) == 0;
+        lv.mask = lv.size - 1;
+        lv.dense = dense[l] != 0;
+        lv.offset = offsets[l];
+    }
+}
+
+template <int D>
+inline void locate(const float* x, const Level& lv, uint32_t* cell, float* frac) {
+    for (int d = 0; d < D; ++d) {
+        float p = x[d] * lv.scale;
+        int g = (int)std::floor(p);
+        g = g < 0 ? 0 : (g > lv.res - 1 ? lv.res - 1 : g);
+        cell[d] = (uint32_t)g;
+        frac[d] = p - (float)g;
+    }
+}
+
+// Table rows and (bi/tri)linear weights of the 2^D corners of x's cell in one level.
+template <int D>
+inline void corners(const float* x, const Level& lv, int64_t* row, float* w, float* frac) {
+    const int C = 1 << D;
+    uint32_t cell[D];
+    locate<D>(x, lv, cell, frac);
+    if (lv.dense) {
+        uint32_t base = 0;
+        for (int d = 0; d < D; ++d) base += cell[d] * lv.stride[d];
+        for (int c = 0; c < C; ++c) {
+            uint32_t idx = base;
+            for (int d = 0; d < D; ++d) idx += ((c >> d) & 1) ? lv.stride[d] : 0u;
+            row[c] = lv.offset + (int64_t)idx;
+        }
+    } else {
+        uint32_t h0[D], h1[D];
+        for (int d = 0; d < D; ++d) { h0[d] = cell[d] * PRIMES[d]; h1[d] = (cell[d] + 1u) * PRIMES[d]; }
+        for (int c = 0; c < C; ++c) {
+            uint32_t h = 0;
+            for (int d = 0; d < D; ++d) h ^= ((c >> d) & 1) ? h1[d] : h0[d];
+            h = lv.pow2 ? (h & lv.mask) : (h % lv.size);
+            row[c] = lv.offset + (int64_t)h;
+        }
+    }
+    for (int c = 0; c < C; ++c) {
+        float wc = 1.f;
+        for (int d = 0; d < D; ++d) wc *= ((c >> d) & 1) ? frac[d] : 1.f - frac[d];
+        w[c] = wc;
+    }
+}
+
+// Level-major loops: one level's table slice stays in cache while all samples visit it.
+template <int D, int F>
+void forward(const float* x, const float* table, float* out, int64_t n, int n_levels,
+             const Level* levels, int n_threads) {
+    const int C = 1 << D;
+    const int64_t width = (int64_t)n_levels * F;
+#pragma omp parallel num_threads(n_threads)
+    for (int l = 0; l < n_levels; ++l) {
+        const Level lv = levels[l];
+#pragma omp for schedule(static) nowait
+        for (int64_t i = 0; i < n; ++i) {
+            int64_t row[C];
+            float w[C], frac[D];
+            corners<D>(x + i * D, lv, row, w, frac);
+            float acc[F] = {};
+            for (int c = 0; c < C; ++c) {
+                const float* t = table + row[c] * F;
+                for (int f = 0; f < F; ++f) acc[f] += w[c] * t[f];
+            }
+            for (int f = 0; f < F; ++f) out[i * width + l * F + f] = acc[f];
+        }
+    }
+}
+
+// Levels own disjoint table rows, so threads split the levels and scatter without atomics.
+template <int D, int F>
+void backward_table(const float* x, const float* grad_out, float* grad_table, int64_t n,
+                    int n_levels, const Level* levels, int n_threads) {
+    const int C = 1 << D;
+    const int64_t width = (int64_t)n_levels * F;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
+    for (int l = 0; l < n_levels; ++l) {
+        const Level lv = levels[l];
+        for (int64_t i = 0; i < n; ++i) {
+            int64_t row[C];
+            float w[C], frac[D];
+            corners<D>(x + i * D, lv, row, w, frac);
+            const float* g = grad_out + i * width + l * F;
+            for (int c = 0; c < C; ++c) {
+                float* t = grad_table + row[c] * F;
+                for (int f = 0; f < F; ++f) t[f] += w[c] * g[f];
+            }
+        }
+    }
+}
+
+// d out / d x_d = N_l * sum_c <grad, feature_c> * d w_c / d frac_d (grad_x starts at zero).
+template <int D, int F>
+void backward_input(const float* x, const float* table, const float* grad_out, float* grad_x,
+                    int64_t n, int n_levels, const Level* levels, int n_threads) {
+    const int C = 1 << D;
+    const int64_t width = (int64_t)n_levels * F;
+#pragma omp parallel num_threads(n_threads)
+    for (int l = 0; l < n_levels; ++l) {
+        const Level lv = levels[l];
+#pragma omp for schedule(static) nowait
+        for (int64_t i = 0; i < n; ++i) {
+            int64_t row[C];
+            float w[C], frac[D];
+            corners<D>(x + i * D, lv, row, w, frac);
+            const float* g = grad_out + i * width + l * F;
+            float gx[D] = {};
+            for (int c = 0; c < C; ++c) {
+                const float* t = table + row[c] * F;
+                float dot = 0.f;
+                for (int f = 0; f < F; ++f) dot += g[f] * t[f];
+                for (int d = 0; d < D; ++d) {
+                    float dw = ((c >> d) & 1) ? 1.f : -1.f;
+                    for (int e = 0; e < D; ++e)
+                        if (e != d) dw *= ((c >> e) & 1) ? frac[e] : 1.f - frac[e];
+                    gx[d] += dot * dw;
+                }
+            }
+            for (int d = 0; d < D; ++d) grad_x[i * D + d] += lv.scale * gx[d];
+        }
+    }
+}
+
+template <int D, int F>
+void run(int op, const float* x, const float* table, const float* grad_out, float* out,
+         int64_t n, int n_levels, const Level* levels, int n_threads) {
+    if (op == 0) forward<D, F>(x, table, out, n, n_levels, levels, n_threads);
+    else if (op == 1) backward_table<D, F>(x, grad_out, out, n, n_levels, levels, n_threads);
+    else backward_input<D, F>(x, table, grad_out, out, n, n_levels, levels, n_threads);
+}
+
+}  // namespace
+
+// op: 0 forward (out [n, L*F]), 1 table gradient (out [n_params, F], accumulated),
+// 2 input gradient (out [n, D]). Returns 0, or -1 for an unsupported (dim, F).
+extern "C" int nfplug_hash_encode(int op, int dim, int n_features, int n_levels,
+                                  const int32_t* res, const int64_t* sizes,
+                                  const int64_t* offsets, const int32_t* dense,
+                                  const float* x, const float* table, const float* grad_out,
+                                  float* out, int64_t n, int n_threads) {
+    Level levels[64];
+    if (n_levels > 64) return -1;
+    make_levels(dim, n_levels, res, sizes, offsets, dense, levels);
+#define NFPLUG_CASE(DD, FF) \
+    if (dim == DD && n_features == FF) { run<DD, FF>(op, x, table, grad_out, out, n, n_levels, levels, n_threads); return 0; }
+    NFPLUG_CASE(2, 1) NFPLUG_CASE(2, 2) NFPLUG_CASE(2, 4) NFPLUG_CASE(2, 8)
+    NFPLUG_CASE(3, 1) NFPLUG_CASE(3, 2) NFPLUG_CASE(3, 4) NFPLUG_CASE(3, 8)
+#undef NFPLUG_CASE
+    return -1;
+}
+"""
+
+_COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+_kernel: Optional[ctypes.CDLL] = None
+_kernel_failed = False
+
+
+def _cache_dir() -> Path:
+    return cache_root() / "kernels"
+
+
+def _cpu_signature() -> str:
+    """CPU model and flags: ``-march=native`` binaries must not move to another CPU."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return "".join(line for line in lines[:40] if line.startswith(("model name", "flags")))
+
+
+def load_kernel() -> Optional[ctypes.CDLL]:
+    """Build (once, cached by source/flags/CPU hash) and load the C++ kernel; None if unavailable.
+
+    Set ``NFPLUG_NO_CPP_KERNEL=1`` to force the pure-PyTorch path.
+    """
+    global _kernel, _kernel_failed
+    if _kernel is not None or _kernel_failed:
+        return _kernel
+    if os.environ.get("NFPLUG_NO_CPP_KERNEL") == "1":
+        _kernel_failed = True
+        return None
+    key = hashlib.sha256(
+        (_KERNEL_SOURCE + " ".join(_COMPILE_FLAGS) + _cpu_signature()).encode()
+    ).hexdigest()[:16]
+    lib_path = _cache_dir() / f"hashgrid_{key}.so"
+    try:
+        if not lib_path.exists():
+            lib_path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                src = Path(tmp) / "hashgrid.cpp"
+                src.write_text(_KERNEL_SOURCE)
+                built = Path(tmp) / "hashgrid.so"
+                cxx = os.environ.get("CXX", "g++")
+                subprocess.run(
+                    [cxx, *_COMPILE_FLAGS, str(src), "-o", str(built)],
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                )
+                # Build in a private folder and rename: concurrent processes never
+                # load a half-written library.
+                tmp_target = lib_path.with_suffix(f".{os.getpid()}.tmp")
+                tmp_target.write_bytes(built.read_bytes())
+                os.replace(tmp_target, lib_path)
+        lib = ctypes.CDLL(str(lib_path))
+        fn = lib.nfplug_hash_encode
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_int64, ctypes.c_int]
+        _kernel = lib
+    except (OSError, subprocess.SubprocessError) as err:
+        stderr = getattr(err, "stderr", None) or b""
+        reason = stderr.decode(errors="replace").strip().splitlines()[:1] or [str(err)]
+        warnings.warn(f"nfplug: C++ hash-grid kernel unavailable ({reason[0][:200]}); using the slower PyTorch path")
+        _kernel_failed = True
+    return _kernel
+
+
+class _LayoutTensors:
+    """The layout as contiguous arrays the kernel reads (kept alive with the module)."""
+
+    def __init__(self, layout: GridLayout) -> None:
+        self.layout = layout
+        self.res = torch.tensor(layout.resolutions, dtype=torch.int32)
+        self.sizes = torch.tensor(layout.sizes, dtype=torch.int64)
+        self.offsets = torch.tensor(layout.offsets, dtype=torch.int64)
+        self.dense = torch.tensor(layout.dense, dtype=torch.int32)
+
+    def call(self, op: int, x: Tensor, table: Tensor, grad_out: Optional[Tensor], out: Tensor) -> None:
+        kernel = load_kernel()
+        assert kernel is not None
+        lay = self.layout
+        status = kernel.nfplug_hash_encode(
+            op,
+            lay.dim,
+            lay.n_features,
+            lay.n_levels,
+            self.res.data_ptr(),
+            self.sizes.data_ptr(),
+            self.offsets.data_ptr(),
+            self.dense.data_ptr(),
+            x.data_ptr(),
+            table.data_ptr(),
+            grad_out.data_ptr() if grad_out is not None else None,
+            out.data_ptr(),
+            x.shape[0],
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise RuntimeError(f"hash-grid kernel does not support dim={lay.dim}, F={lay.n_features}")
+
+
+class _HashEncode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, table: Tensor, lt: _LayoutTensors) -> Tensor:  # type: ignore[override]
+        x = x.contiguous()
+        table = table.contiguous()
+        out = torch.empty(x.shape[0], lt.layout.out_dim, dtype=x.dtype)
+        lt.call(0, x, table, None, out)
+        ctx.save_for_backward(x, table)
+        ctx.lt = lt
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        x, table = ctx.saved_tensors
+        lt: _LayoutTensors = ctx.lt
+        grad_out = grad_out.contiguous()
+        grad_x = grad_table = None
+        if ctx.needs_input_grad[1]:
+            grad_table = torch.zeros_like(table)
+            lt.call(1, x, table, grad_out, grad_table)
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.zeros_like(x)
+            lt.call(2, x, table, grad_out, grad_x)
+        return grad_x, grad_table, None
+
+
+_SUPPORTED = {(d, f) for d in (2, 3) for f in (1, 2, 4, 8)}
+
+
+def hash_encode(
+    x: Tensor, table: Tensor, layout: GridLayout, _lt: Optional[_LayoutTensors] = None
+) -> Tensor:
+    """Multiresolution hash encoding, C++ kernel when possible (same result as the reference).
+
+    Args:
+        x: ``[N, D]`` positions in ``[0, 1]``.
+        table: ``[n_params, F]`` the flat feature table of ``layout``.
+        layout: see :func:`grid_layout`.
+
+    Returns:
+        ``[N, L * F]`` features, level-major. Differentiable with respect to ``x`` and
+        ``table`` (first order only).
+    """
+    fast = (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and table.dtype == torch.float32
+        and (layout.dim, layout.n_features) in _SUPPORTED
+        and layout.n_levels <= 64
+        and load_kernel() is not None
+    )
+    if not fast:
+        return hash_encode_reference(x, table, layout)
+    return _HashEncode.apply(x, table, _lt if _lt is not None else _LayoutTensors(layout))
+
+
+class HashGrid(nn.Module):
+    """A learnable multiresolution hash grid: ``[N, D]`` in ``[0, 1]`` -> ``[N, L * F]``.
+
+    Table entries start uniform in ``[-1e-4, 1e-4]`` as in instant-ngp.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_levels: int = 16,
+        n_features: int = 2,
+        log2_hashmap_size: int = 19,
+        base_resolution: int = 16,
+        max_resolution: int = 2048,
+        use_kernel: bool = True,
+    ) -> None:
+        super().__init__()
+        self.layout = grid_layout(dim, n_levels, n_features, log2_hashmap_size, base_resolution, max_resolution)
+        self.use_kernel = use_kernel
+        self.table = nn.Parameter(torch.empty(self.layout.n_params, n_features).uniform_(-1e-4, 1e-4))
+        self._lt = _LayoutTensors(self.layout)
+
+    @property
+    def out_dim(self) -> int:
+        return self.layout.out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.use_kernel:
+            return hash_encode(x, self.table, self.layout, self._lt)
+        return hash_encode_reference(x, self.table, self.layout)

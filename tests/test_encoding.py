@@ -1,0 +1,140 @@
+"""Hash grid (reference and C++ kernel) and fixed encodings: hand cases and parity."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nfplug.encoding.frequency import positional_encoding, spherical_harmonics
+from nfplug.encoding.hashgrid import (
+    HashGrid,
+    grid_layout,
+    hash_corner,
+    hash_encode,
+    hash_encode_reference,
+    load_kernel,
+)
+
+needs_kernel = pytest.mark.skipif(load_kernel() is None, reason="C++ hash-grid kernel could not be built")
+IMPLS = [pytest.param(hash_encode, marks=needs_kernel, id="kernel"), pytest.param(hash_encode_reference, id="reference")]
+
+
+def test_hash_of_known_corner() -> None:
+    # (1 * 1) xor (2 * 2654435761 mod 2^32 = 1013904226) xor (3 * 805459861 = 2416379583)
+    # = 2892625372; mod 2^19 = 128476.
+    corner = torch.tensor([[1, 2, 3]])
+    assert hash_corner(corner, 2**32).item() == 2892625372
+    assert hash_corner(corner, 2**19).item() == 128476
+
+
+def test_layout_geometric_levels_and_dense_switch() -> None:
+    layout = grid_layout(3, 16, 2, 19, 16, 2048)
+    assert layout.resolutions[0] == 16 and layout.resolutions[-1] == 2048
+    growth = math.exp(math.log(2048 / 16) / 15)
+    assert layout.resolutions[5] == math.floor(16 * growth**5)
+    # Dense while (N_l + 1)^3 <= 2^19, i.e. N_l <= 79.
+    assert layout.dense == tuple(r + 1 <= 80 for r in layout.resolutions)
+    assert layout.sizes[0] == 17**3 and layout.sizes[-1] == 2**19
+    assert layout.offsets[1] == 17**3
+    assert layout.n_params == sum(layout.sizes)
+
+
+@pytest.mark.parametrize("encode", IMPLS)
+def test_bilinear_weights_on_dense_grid(encode) -> None:
+    # One level, 2 cells per side, 3x3 vertices, vertex (i, j) stores row i + 3 j.
+    layout = grid_layout(2, 1, 1, 10, 2, 2)
+    assert layout.dense == (True,) and layout.resolutions == (2,)
+    table = torch.arange(9, dtype=torch.float32)[:, None]
+    x = torch.tensor([[0.25, 0.75], [0.1, 0.6], [1.0, 1.0], [0.0, 0.0]])
+    out = encode(x, table, layout)[:, 0]
+    # (0.25, 0.75) -> pos (0.5, 1.5): mean of rows 3, 4, 6, 7.
+    # (0.1, 0.6) -> pos (0.2, 1.2): 0.64 * 3 + 0.16 * 4 + 0.16 * 6 + 0.04 * 7 = 3.8.
+    # (1, 1) is the last vertex (row 8); (0, 0) the first.
+    torch.testing.assert_close(out, torch.tensor([5.0, 3.8, 8.0, 0.0]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("encode", IMPLS)
+def test_hashed_level_reads_the_hashed_row(encode) -> None:
+    # 3D, resolution 40 -> 41^3 vertices > 2^10, so the level is hashed.
+    layout = grid_layout(3, 1, 1, 10, 40, 40)
+    assert layout.dense == (False,)
+    table = torch.arange(2**10, dtype=torch.float32)[:, None]
+    x = torch.tensor([[1.0, 2.0, 3.0]]) / 40  # exactly on vertex (1, 2, 3)
+    expected = float(2892625372 % 2**10)
+    torch.testing.assert_close(encode(x, table, layout)[:, 0], torch.tensor([expected]))
+
+
+@needs_kernel
+@pytest.mark.parametrize("dim,n_features", [(2, 2), (3, 2), (3, 1), (2, 4), (3, 8)])
+def test_kernel_matches_reference_forward_and_gradients(dim: int, n_features: int) -> None:
+    torch.manual_seed(0)
+    layout = grid_layout(dim, 6, n_features, 11, 4, 200)  # dense and hashed levels
+    assert any(layout.dense) and not all(layout.dense)
+    table = torch.randn(layout.n_params, n_features)
+    x = torch.rand(4000, dim)
+    x[:4] = torch.tensor([0.0, 1.0])[torch.randint(0, 2, (4, dim))]  # box corners
+    outs, grads = [], []
+    upstream = torch.randn(4000, layout.out_dim)
+    for encode in (hash_encode, hash_encode_reference):
+        xi = x.clone().requires_grad_(True)
+        ti = table.clone().requires_grad_(True)
+        out = encode(xi, ti, layout)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out, [xi, ti], upstream))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-4, rtol=1e-4)  # table
+    # Position gradients scale with N_l * |features|; compare relative to their size.
+    gx_fast, gx_ref = grads[0][0], grads[1][0]
+    assert gx_ref.abs().max() > 1.0
+    torch.testing.assert_close(gx_fast, gx_ref, atol=1e-5 * gx_ref.abs().max().item(), rtol=1e-4)
+
+
+@needs_kernel
+def test_kernel_position_gradient_matches_finite_differences() -> None:
+    torch.manual_seed(0)
+    layout = grid_layout(3, 4, 2, 12, 4, 64)
+    table = torch.randn(layout.n_params, 2, dtype=torch.float32)
+    x = torch.rand(16, 3).requires_grad_(True)
+    w = torch.randn(16, layout.out_dim)
+    (g,) = torch.autograd.grad((hash_encode(x, table, layout) * w).sum(), x)
+    eps = 1e-4
+    for d in range(3):
+        step = torch.zeros(3)
+        step[d] = eps
+        with torch.no_grad():
+            hi = (hash_encode_reference((x + step).double(), table.double(), layout) * w.double()).sum(-1)
+            lo = (hash_encode_reference((x - step).double(), table.double(), layout) * w.double()).sum(-1)
+        # Linear inside a cell, so central differences are exact unless a cell edge is crossed.
+        fd = ((hi - lo) / (2 * eps)).float()
+        close = (fd - g[:, d]).abs() <= 1e-2 * (1 + fd.abs())
+        assert close.float().mean() > 0.9
+
+
+def test_hash_grid_module_uses_both_paths_consistently() -> None:
+    torch.manual_seed(0)
+    grid = HashGrid(2, n_levels=4, n_features=2, log2_hashmap_size=10, base_resolution=4, max_resolution=64)
+    x = torch.rand(100, 2)
+    fast = grid(x)
+    grid.use_kernel = False
+    torch.testing.assert_close(fast, grid(x), atol=1e-6, rtol=1e-5)
+    assert fast.shape == (100, 8)
+    assert grid.table.abs().max() <= 1e-4
+
+
+def test_positional_encoding_hand_case() -> None:
+    out = positional_encoding(torch.tensor([[0.5]]), 2)
+    # [x, sin(pi/2), sin(pi), cos(pi/2), cos(pi)]
+    torch.testing.assert_close(out, torch.tensor([[0.5, 1.0, 0.0, 0.0, -1.0]]), atol=1e-6, rtol=0)
+    assert positional_encoding(torch.zeros(7, 3), 10).shape == (7, 63)
+
+
+def test_spherical_harmonics_are_orthonormal() -> None:
+    torch.manual_seed(0)
+    d = torch.nn.functional.normalize(torch.randn(400_000, 3, dtype=torch.float64), dim=-1)
+    y = spherical_harmonics(d, 4)
+    assert y.shape == (400_000, 16)
+    gram = 4 * math.pi * (y.T @ y) / d.shape[0]  # Monte Carlo of the integral over the sphere
+    torch.testing.assert_close(gram, torch.eye(16, dtype=torch.float64), atol=0.03, rtol=0)
+    torch.testing.assert_close(y[:, 0], torch.full_like(y[:, 0], 0.5 / math.sqrt(math.pi)))
