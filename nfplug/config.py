@@ -73,7 +73,7 @@ class TrainBase:
     optim: OptimConfig = field(default_factory=OptimConfig)
     output: Optional[str] = None
     """Run directory (default: runs/<scene>-<field>-<sampler>-<time>)."""
-    max_steps: int = 1500
+    max_steps: int = 1000
     """Training steps."""
     max_time: Optional[float] = None
     """Stop after this many seconds of training (wall clock), even before max_steps."""

@@ -171,7 +171,10 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
                 loss=f"{mse:.4f}", psnr=f"{psnr_from_mse(mse):.2f}", rays_s=f"{rays_per_s:.0f}", spr=f"{stats['samples_per_ray']:.1f}", refresh=False
             )
             if step % 10 == 0 or step == 1:
-                history.train.append({"step": step, "time": round(elapsed, 3), "psnr": psnr_from_mse(mse)})
+                history.train.append(
+                    {"step": step, "time": round(elapsed, 3), "psnr": psnr_from_mse(mse), "rays_per_s": rays_per_s,
+                     "samples_per_s": rays_per_s * stats["samples_per_ray"]}
+                )
                 writer.add_scalar("train/loss", mse, step)
                 writer.add_scalar("train/psnr", psnr_from_mse(mse), step)
                 writer.add_scalar("train/lr", lr, step)
@@ -202,7 +205,7 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
 
     field.eval()
     metrics = evaluate_views(task, field, eval_split, writer=writer, step=step)
-    metrics.update({"step": step, "train_seconds": round(elapsed, 2)})
+    metrics.update({"step": step, "train_seconds": round(elapsed, 2), "peak_memory_mb": round(peak_memory_mb(device), 1)})
     write_metrics(run_dir, metrics)
     writer.add_scalar(f"{eval_split}/psnr", metrics["mean"]["psnr"], step)
     writer.close()
@@ -226,6 +229,15 @@ def _periodic_eval(task: Any, field: Any, split: str, n_views: int, writer: Summ
     writer.add_scalar(f"{split}/psnr_subset", psnr, step)
     tqdm.write(f"step {step} ({elapsed:.0f} s): {split} PSNR {psnr:.2f} dB ({len(indices)} views)")
     return {"step": step, "time": round(elapsed, 3), "psnr": psnr, "views": len(indices)}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch, or the process's peak resident memory on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _seed_everything(seed: int) -> None:
