@@ -47,6 +47,46 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
+def parse_with_tyro(cls, args: List[str], prog: str, description: str, default=None):
+    """``tyro.cli`` whose parse errors become one-line NfplugErrors instead of a boxed report.
+
+    ``--help`` still prints tyro's full help (to stdout) and exits 0.
+    """
+    import contextlib
+    import io
+
+    import tyro
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            config = tyro.cli(cls, args=args, prog=prog, description=description, default=default)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        raise NfplugError(f"{_tyro_error_message(captured.getvalue())} (see '{prog} --help')") from None
+    sys.stderr.write(captured.getvalue())  # warnings, if any
+    return config
+
+
+def _tyro_error_message(text: str) -> str:
+    """The message of tyro's error report: the lines after its title, up to the next rule.
+
+    The report is a box drawn with Unicode or ASCII rules depending on the terminal.
+    """
+    lines = [line.strip().strip("│|").strip() for line in text.splitlines()]
+    is_rule = lambda line: bool(line) and set(line) <= set("─-╭╮╰╯+ ")  # noqa: E731
+    content = [line for line in lines if line]
+    message = []
+    for line in content[1:]:  # content[0] is the title ("Value error", ...)
+        if is_rule(line):
+            if message:
+                break
+            continue
+        message.append(line)
+    return " ".join(message) or "invalid arguments"
+
+
 # ---------------------------------------------------------------------- train
 
 
@@ -86,9 +126,7 @@ def split_train_argv(argv: List[str]) -> Tuple[Dict[str, str], Optional[str], Li
 
 
 def parse_train_args(argv: List[str]):
-    """-> (config, plugin names, resume dir or None). Exits via tyro on --help or bad options."""
-    import tyro
-
+    """-> (config, plugin names, resume dir or None). Exits via tyro on --help."""
     from nfplug import registry
     from nfplug.config import DEFAULT_PLUGINS, PLUGIN_KINDS, PLUGIN_SLOTS
     from nfplug.training.run import config_from_run, config_type, plugin_classes
@@ -107,9 +145,9 @@ def parse_train_args(argv: List[str]):
     lines = ["Train a neural field. Plugins (pick them before their options):"]
     for slot in PLUGIN_SLOTS:
         valid = registry.names(PLUGIN_KINDS[slot])
-        lines.append(f"  --{slot} NAME    one of: {', '.join(valid)} (now: {names[slot]})")
-    lines.append("  --resume DIR    continue a run from its last checkpoint")
-    config = tyro.cli(cls, args=rest, prog="nfplug train", description="\n".join(lines), default=default)
+        lines.append(f"  --{slot + ' NAME':<13} one of: {', '.join(valid)} (now: {names[slot]})")
+    lines.append(f"  {'--resume DIR':<15} continue a run from its last checkpoint")
+    config = parse_with_tyro(cls, rest, "nfplug train", "\n".join(lines), default=default)
     _validate_train_config(config)
     return config, names, resume
 
@@ -151,12 +189,10 @@ class EvalArgs:
 
 
 def cmd_eval(argv: List[str]) -> int:
-    import tyro
-
     from nfplug.training.evaluation import evaluate_views, write_metrics
     from nfplug.training.run import load_run
 
-    args = tyro.cli(EvalArgs, args=_positional_run(argv), prog="nfplug eval", description="Evaluate a run on held-out views.")
+    args = parse_with_tyro(EvalArgs, _positional_run(argv), "nfplug eval", "Evaluate a run on held-out views.")
     run = load_run(Path(args.run), args.device)
     metrics = evaluate_views(run.task, run.field, _checked_split(run.task, args.split))
     metrics["step"] = run.step
@@ -182,12 +218,10 @@ class RenderArgs:
 
 
 def cmd_render(argv: List[str]) -> int:
-    import tyro
-
     from nfplug.rendering.video import render_path
     from nfplug.training.run import load_run
 
-    args = tyro.cli(RenderArgs, args=_positional_run(argv), prog="nfplug render", description="Render a run along a camera path.")
+    args = parse_with_tyro(RenderArgs, _positional_run(argv), "nfplug render", "Render a run along a camera path.")
     if args.frames < 1:
         raise NfplugError("--frames: must be at least 1")
     run = load_run(Path(args.run), args.device)

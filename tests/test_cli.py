@@ -73,3 +73,17 @@ def test_unknown_command_and_plugins_listing(capsys):
     out = capsys.readouterr().out
     for name in ("ngp", "mlp", "uniform", "default"):
         assert any(line.startswith(name + " ") and " ok " in line for line in out.splitlines()), name
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--data.downscale", "x"], "--data.downscale"),
+        (["--bogus-flag", "3"], "--bogus-flag"),
+        (["--data.background", "pink"], "'pink'"),
+    ],
+)
+def test_tyro_parse_errors_become_one_line(argv, expected, capsys):
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nfplug: error:") and expected in err and "\n" not in err and "╭" not in err

@@ -301,3 +301,13 @@ def test_lego_downscaled() -> None:
     assert scene.images.shape == (100, 100, 100, 3)
     assert scene.cameras.K[0, 0, 0].item() == pytest.approx(0.25 * 200 / math.tan(0.5 * 0.6911112070083618), rel=1e-5)
     assert 0.5 < scene.images.mean().item() < 1.0  # white background dominates
+
+
+def test_alphas_recomposite_exactly_after_downscale(tmp_path: Path) -> None:
+    root = _make_scene(tmp_path)
+    white = load_blender(root, "train", downscale=2)
+    black = load_blender(root, "train", downscale=2, background=(0.0, 0.0, 0.0))
+    assert white.alphas.shape == white.images.shape[:3] + (1,)
+    assert 0.0 < white.alphas.min() < 1.0  # the tiny images are partly transparent
+    # c_black = c_white - (1 - a) (1 - 0): compositing and area averaging are linear.
+    assert torch.allclose(white.images - (1.0 - white.alphas), black.images, atol=1e-5)

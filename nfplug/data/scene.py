@@ -48,6 +48,9 @@ class SceneSplit:
 
     Attributes:
         images: ``[N, H, W, 3]`` float32 in ``[0, 1]``, alpha-composited on the background.
+        alphas: ``[N, H, W, 1]`` opacity of the original images (ones where they had no alpha
+            channel). Compositing and area downscaling are linear, so
+            ``images - (1 - alphas) * (background - other)`` re-composites exactly.
         cameras: the ``N`` cameras (OpenCV convention), intrinsics matching ``images``.
         near, far: ray bounds in world units.
         aabb: ``[6]`` scene box ``(xmin, ymin, zmin, xmax, ymax, zmax)``.
@@ -57,6 +60,7 @@ class SceneSplit:
     """
 
     images: Tensor
+    alphas: Tensor
     cameras: Cameras
     near: float
     far: float
@@ -123,7 +127,7 @@ def _resolve_image(root: Path, file_path: str, where: str) -> Path:
 
 
 def _read_image(path: Path, background: np.ndarray) -> np.ndarray:
-    """An image as ``[H, W, 3]`` float32 in ``[0, 1]``, RGBA composited on ``background``."""
+    """An image as ``[H, W, 4]`` float32 in ``[0, 1]``: RGB composited on ``background``, then alpha (1 if none)."""
     try:
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
@@ -139,13 +143,14 @@ def _read_image(path: Path, background: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         image = image[:, :, None]
     channels = image.shape[2]
+    opaque = np.ones_like(image[:, :, :1])
     if channels == 1:
-        return np.repeat(image, 3, axis=2)
+        return np.concatenate([np.repeat(image, 3, axis=2), opaque], axis=2)
     if channels == 3:
-        return np.ascontiguousarray(image[:, :, ::-1])
+        return np.concatenate([image[:, :, ::-1], opaque], axis=2)
     if channels == 4:
         rgb, alpha = image[:, :, 2::-1], image[:, :, 3:]
-        return rgb * alpha + background * (1.0 - alpha)
+        return np.concatenate([rgb * alpha + background * (1.0 - alpha), alpha], axis=2)
     raise _fail(f"{path}: unsupported number of channels {channels} (expected 1, 3 or 4)")
 
 
@@ -275,8 +280,10 @@ def load_blender(
         width=width,
         height=height,
     )
+    rgba = torch.from_numpy(np.stack(images))
     return SceneSplit(
-        images=torch.from_numpy(np.stack(images)),
+        images=rgba[..., :3].contiguous(),
+        alphas=rgba[..., 3:].contiguous(),
         cameras=cameras,
         near=float(near),
         far=float(far),

@@ -66,6 +66,7 @@ class SceneTask:
         self.renderer = SceneRenderer(self.aabb, self.near, self.far, render).to(device)
         if first is not None:
             self.images = first.images.to(device)
+            self.alphas = first.alphas.to(device)
             self.cameras = _cameras_to(first.cameras, device)
 
     # ------------------------------------------------------------------ data
@@ -121,10 +122,8 @@ class SceneTask:
         return out.colors, gt, {"samples_per_ray": out.n_samples / max(1, rays_o.shape[0])}
 
     def _recomposite(self, gt_white: Tensor, batch: RayBatch, bkgd: Tensor) -> Tensor:
-        alphas = self.train.alphas if self.train is not None else None
-        if alphas is None:
-            raise NfplugError("--data.background: images have no alpha channel; use 'white'")
-        a = lookup_pixels(alphas.to(self.device), batch.image_index, batch.pixel_xy)
+        """Ground truth on ``bkgd`` from the white-composited images and their alpha."""
+        a = lookup_pixels(self.alphas, batch.image_index, batch.pixel_xy)
         return gt_white - (1.0 - a) * (1.0 - bkgd)
 
     def predict_errors(self, field: Field, image_index: Tensor, pixel_xy: Tensor) -> Tensor:

@@ -167,9 +167,10 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
                 raise NfplugError(f"step {step}: the loss became {mse}; lower --optim.lr")
             rays_per_s = pred.shape[0] / dt
             bar.update(1)
-            bar.set_postfix(
-                loss=f"{mse:.4f}", psnr=f"{psnr_from_mse(mse):.2f}", rays_s=f"{rays_per_s:.0f}", spr=f"{stats['samples_per_ray']:.1f}", refresh=False
-            )
+            postfix = {"loss": f"{mse:.4f}", "psnr": f"{psnr_from_mse(mse):.2f}", "rays_s": f"{rays_per_s:.0f}", "spr": f"{stats['samples_per_ray']:.1f}"}
+            if config.max_time:
+                postfix["time_left"] = f"{max(0.0, config.max_time - elapsed):.0f}s"
+            bar.set_postfix(postfix, refresh=False)
             if step % 10 == 0 or step == 1:
                 history.train.append(
                     {"step": step, "time": round(elapsed, 3), "psnr": psnr_from_mse(mse), "rays_per_s": rays_per_s,
