@@ -121,7 +121,8 @@ class SamplerContext:
     Attributes:
         n_images: number of training images (1 for the image task).
         height, width: image size in pixels (all training images share it).
-        batch_size: rays (pixels) per training step.
+        batch_size: rays (pixels) per training step; equal to the number of trainable
+            pixels for full-batch training (``--batch-size 0``).
         max_steps: planned number of training steps (for schedules).
         task: ``"scene"`` or ``"image"``.
         device: where the returned tensors must live.
@@ -131,6 +132,8 @@ class SamplerContext:
             per-pixel L1 error (summed over channels) of the field, computed without
             gradients in chunks by the engine. Expensive for scenes: a forward pass
             per pixel.
+        pixel_mask: ``[n_images, H, W]`` bool, the pixels a sampler may train on, or
+            ``None`` for all (e.g. a checkerboard hold-out keeps half of them back).
     """
 
     n_images: int
@@ -142,7 +145,16 @@ class SamplerContext:
     device: torch.device
     images: Tensor
     predict_errors: Callable[[Tensor, Tensor], Tensor]
+    pixel_mask: Optional[Tensor] = None
 
+    def trainable_pixels(self) -> Tuple[Tensor, Tensor]:
+        """-> image_index ``[P]`` long, pixel centres ``[P, 2]`` of every trainable pixel, in order."""
+        if self.pixel_mask is None:
+            mask = torch.ones(self.n_images, self.height, self.width, dtype=torch.bool)
+        else:
+            mask = self.pixel_mask.cpu()
+        index, rows, cols = mask.nonzero(as_tuple=True)
+        return index, torch.stack([cols, rows], dim=-1).float() + 0.5
 
 @dataclass
 class RayBatch:

@@ -156,7 +156,7 @@ def _validate_train_config(config) -> None:
     checks = [
         (config.max_steps >= 1, "--max-steps: must be at least 1"),
         (config.max_time is None or config.max_time > 0, "--max-time: must be positive"),
-        (config.batch_size >= 1, "--batch-size: must be at least 1"),
+        (config.batch_size >= 0, "--batch-size: must be at least 1 (or 0 for full batch)"),
         (config.data.downscale >= 1, "--data.downscale: must be at least 1"),
         (config.optim.lr > 0, "--optim.lr: must be positive"),
         (config.render.grid_resolution >= 1, "--render.grid-resolution: must be at least 1"),
@@ -182,8 +182,9 @@ def cmd_train(argv: List[str]) -> int:
 class EvalArgs:
     run: str
     """Run directory written by nfplug train."""
-    split: str = "val"
-    """Split to evaluate (val, test or train)."""
+    split: Optional[str] = None
+    """Split to evaluate (scenes: val, test, train; images: full, heldout, train). Default: the
+    run's held-out split."""
     device: str = "auto"
     """'cpu', 'cuda' or 'auto'."""
 
@@ -194,10 +195,11 @@ def cmd_eval(argv: List[str]) -> int:
 
     args = parse_with_tyro(EvalArgs, _positional_run(argv), "nfplug eval", "Evaluate a run on held-out views.")
     run = load_run(Path(args.run), args.device)
-    metrics = evaluate_views(run.task, run.field, _checked_split(run.task, args.split))
+    split = _checked_split(run.task, args.split or run.task.eval_split_name)
+    metrics = evaluate_views(run.task, run.field, split)
     metrics["step"] = run.step
     path = write_metrics(run.run_dir, metrics)
-    print(f"{args.split}: PSNR {metrics['mean']['psnr']:.2f} dB, SSIM {metrics['mean']['ssim']:.4f} over {len(metrics['views'])} views (step {run.step}) -> {path}")
+    print(f"{split}: PSNR {metrics['mean']['psnr']:.2f} dB, SSIM {metrics['mean']['ssim']:.4f} over {len(metrics['views'])} views (step {run.step}) -> {path}")
     return 0
 
 
@@ -206,7 +208,9 @@ class RenderArgs:
     run: str
     """Run directory written by nfplug train."""
     path: Literal["orbit", "val", "test", "train"] = "orbit"
-    """Camera path: a circular orbit around the scene, or a dataset split's cameras."""
+    """Scenes: camera path, a circular orbit around the scene or a dataset split's cameras."""
+    scale: float = 1.0
+    """Render at this multiple of the training resolution (images: e.g. 2 for 2x super-resolution)."""
     frames: int = 60
     """Frames of the orbit."""
     fps: int = 30
@@ -218,17 +222,24 @@ class RenderArgs:
 
 
 def cmd_render(argv: List[str]) -> int:
-    from nfplug.rendering.video import render_path
+    from nfplug.rendering.video import render_path, write_image
     from nfplug.training.run import load_run
 
     args = parse_with_tyro(RenderArgs, _positional_run(argv), "nfplug render", "Render a run along a camera path.")
     if args.frames < 1:
         raise NfplugError("--frames: must be at least 1")
+    if not args.scale > 0:
+        raise NfplugError("--scale: must be positive")
     run = load_run(Path(args.run), args.device)
+    if run.task.name == "image":
+        out = Path(args.output) if args.output else run.run_dir / "renders"
+        written = write_image(run.task.render_image(run.field, args.scale), out / f"reconstruction_x{args.scale:g}.png")
+        print(f"rendered {written}")
+        return 0
     if args.path != "orbit":
         _checked_split(run.task, args.path)
     out = Path(args.output) if args.output else run.run_dir / "renders" / args.path
-    written = render_path(run.task, run.field, args.path, out, frames=args.frames, fps=args.fps)
+    written = render_path(run.task, run.field, args.path, out, frames=args.frames, fps=args.fps, scale=args.scale)
     print(f"rendered {written.n_frames} frames -> {out} (video: {written.video})")
     return 0
 
@@ -241,9 +252,7 @@ def _positional_run(argv: List[str]) -> List[str]:
 
 
 def _checked_split(task, split: str) -> str:
-    from nfplug.data.scene import available_splits
-
-    splits = available_splits(task.root)
+    splits = task.splits()
     if split not in splits:
         raise NfplugError(f"--split: '{split}' is not in {task.root} (available: {', '.join(splits)})")
     return split

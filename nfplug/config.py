@@ -17,8 +17,13 @@ from typing import Any, Dict, Literal, Optional, Tuple
 @dataclass(frozen=True)
 class DataConfig:
     path: str = "demo"
-    """Scene folder in the NeRF Blender format (transforms_{train,val,test}.json), or
-    'demo' for the built-in procedural scene. ``--data PATH`` is a shortcut."""
+    """Scene folder in the NeRF Blender format (transforms_{train,val,test}.json), 'demo'
+    for the built-in procedural scene, or an image file (PNG, JPEG) to fit in 2D.
+    ``--data PATH`` is a shortcut."""
+    task: Literal["auto", "scene", "image"] = "auto"
+    """What to train: 'auto' infers it from --data (an image file: image; else scene)."""
+    holdout: Literal["none", "checkerboard"] = "none"
+    """Image task: 'checkerboard' trains on half the pixels and evaluates on the other half."""
     downscale: int = 1
     """Shrink the images by this integer factor (e.g. 4: lego 400x400 -> 100x100)."""
     background: Literal["white", "black", "random"] = "white"
@@ -78,7 +83,7 @@ class TrainBase:
     max_time: Optional[float] = None
     """Stop after this many seconds of training (wall clock), even before max_steps."""
     batch_size: int = 4096
-    """Training rays (pixels) per step."""
+    """Training rays (pixels) per step; 0 trains on every trainable pixel each step (full batch)."""
     eval_every: int = 500
     """Evaluate on a few held-out views every N steps (0: only at the end)."""
     eval_views: int = 4

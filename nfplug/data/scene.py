@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from nfplug.data.cameras import Cameras, opengl_to_opencv
+from nfplug.data.images import composite, read_image_file
 from nfplug.errors import NfplugError
 
 STANDARD_SPLITS = ("train", "val", "test")
@@ -128,30 +129,12 @@ def _resolve_image(root: Path, file_path: str, where: str) -> Path:
 
 def _read_image(path: Path, background: np.ndarray) -> np.ndarray:
     """An image as ``[H, W, 4]`` float32 in ``[0, 1]``: RGB composited on ``background``, then alpha (1 if none)."""
-    try:
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    except cv2.error as e:
-        raise _fail(f"{path}: cannot read image: {e}") from None
-    if raw is None:
-        raise _fail(f"{path}: corrupt or unreadable image")
-    if raw.dtype == np.uint8:
-        image = raw.astype(np.float32) / 255.0
-    elif raw.dtype == np.uint16:
-        image = raw.astype(np.float32) / 65535.0
-    else:
-        raise _fail(f"{path}: unsupported pixel type {raw.dtype} (expected 8 or 16 bit)")
-    if image.ndim == 2:
-        image = image[:, :, None]
+    image = read_image_file(path)
     channels = image.shape[2]
-    opaque = np.ones_like(image[:, :, :1])
-    if channels == 1:
-        return np.concatenate([np.repeat(image, 3, axis=2), opaque], axis=2)
-    if channels == 3:
-        return np.concatenate([image[:, :, ::-1], opaque], axis=2)
     if channels == 4:
-        rgb, alpha = image[:, :, 2::-1], image[:, :, 3:]
-        return np.concatenate([rgb * alpha + background * (1.0 - alpha), alpha], axis=2)
-    raise _fail(f"{path}: unsupported number of channels {channels} (expected 1, 3 or 4)")
+        return np.concatenate([composite(image, background), image[:, :, 3:]], axis=2)
+    rgb = np.repeat(image, 3, axis=2) if channels == 1 else image
+    return np.concatenate([rgb, np.ones_like(image[:, :, :1])], axis=2)
 
 
 def _intrinsics(meta: dict, transforms: Path, width: int, height: int) -> np.ndarray:

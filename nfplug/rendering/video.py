@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nfplug.data.cameras import orbit_path
+from nfplug.data.cameras import Cameras, orbit_path
 
 
 @dataclass
@@ -37,12 +37,29 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
-def render_path(task: Any, field: Any, path: str, out: Path, *, frames: int, fps: int) -> Written:
+def write_image(image: torch.Tensor, path: Path) -> Path:
+    """``[H, W, C]`` in [0, 1] -> 8-bit PNG (grayscale when C = 1)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = to_uint8(image)
+    imageio.imwrite(path, array[..., 0] if array.shape[2] == 1 else array)
+    return path
+
+
+def scaled(cameras: Cameras, scale: float) -> Cameras:
+    """The same cameras rendering ``scale`` times more pixels per side."""
+    width, height = max(1, round(cameras.width * scale)), max(1, round(cameras.height * scale))
+    factor = torch.tensor([width / cameras.width, height / cameras.height, 1.0], dtype=cameras.K.dtype)
+    return Cameras(c2w=cameras.c2w, K=cameras.K * factor[:, None], width=width, height=height)
+
+
+def render_path(task: Any, field: Any, path: str, out: Path, *, frames: int, fps: int, scale: float = 1.0) -> Written:
     """Render ``path`` ('orbit' or a split name) into ``out``: rgb_NNNN.png, depth_NNNN.png, video.mp4, depth.mp4."""
     if path == "orbit":
         cameras = orbit_path(task.split(task.eval_split_name).cameras, frames)
     else:
         cameras = task.split(path).cameras
+    if scale != 1.0:
+        cameras = scaled(cameras, scale)
     out.mkdir(parents=True, exist_ok=True)
     rgbs, depths = [], []
     n = cameras.c2w.shape[0]

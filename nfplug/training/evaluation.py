@@ -32,19 +32,29 @@ def evaluate_views(
     views = []
     for k, index in enumerate(indices):
         view = task.render_view(field, split, index)
-        row = {"index": index, "psnr": psnr(view.rgb, view.gt)}
+        if view.mask is not None:
+            row = {"index": index, "psnr": psnr(view.rgb[view.mask], view.gt[view.mask])}
+        else:
+            row = {"index": index, "psnr": psnr(view.rgb, view.gt)}
         if with_ssim:
             row["ssim"] = ssim(view.rgb, view.gt)
         views.append(row)
         if writer is not None and k == 0:
-            writer.add_image(f"{split}/render", view.rgb.cpu().numpy(), step, dataformats="HWC")
-            writer.add_image(f"{split}/ground_truth", view.gt.cpu().numpy(), step, dataformats="HWC")
-            depth = view.depth / view.depth.max().clamp(min=1e-6)
-            writer.add_image(f"{split}/depth", depth.cpu().numpy(), step, dataformats="HW")
+            writer.add_image(f"{split}/render", _hwc3(view.rgb), step, dataformats="HWC")
+            writer.add_image(f"{split}/ground_truth", _hwc3(view.gt), step, dataformats="HWC")
+            if view.depth.max() > 0:
+                depth = view.depth / view.depth.max()
+                writer.add_image(f"{split}/depth", depth.cpu().numpy(), step, dataformats="HW")
     mean = {"psnr": float(np.mean([v["psnr"] for v in views]))}
     if with_ssim:
         mean["ssim"] = float(np.mean([v["ssim"] for v in views]))
     return {"split": split, "views": views, "mean": mean}
+
+
+def _hwc3(image: Any) -> np.ndarray:
+    """``[H, W, C]`` -> ``[H, W, 3]`` numpy for TensorBoard (grayscale repeated)."""
+    array = image.cpu().numpy()
+    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
 
 
 def write_metrics(run_dir: Path, metrics: Dict[str, Any], name: str = METRICS_FILE) -> Path:

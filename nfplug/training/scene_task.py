@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -36,18 +36,23 @@ def lookup_pixels(images: Tensor, image_index: Tensor, pixel_xy: Tensor) -> Tens
 
 @dataclass
 class View:
-    """One rendered evaluation view: ``rgb``/``gt`` ``[H, W, 3]``, ``depth``/``opacity`` ``[H, W]``."""
+    """One rendered evaluation view: ``rgb``/``gt`` ``[H, W, C]``, ``depth``/``opacity`` ``[H, W]``.
+
+    ``mask [H, W]`` bool, if set, restricts PSNR to those pixels (a pixel hold-out).
+    """
 
     rgb: Tensor
     depth: Tensor
     opacity: Tensor
     gt: Optional[Tensor]
+    mask: Optional[Tensor] = None
 
 
 class SceneTask:
     """Loads a Blender-format scene and renders it through a :class:`SceneRenderer`."""
 
     name = "scene"
+    train_mask = None  # every pixel of every training image is trainable
 
     def __init__(self, data: DataConfig, render: RenderConfig, device: torch.device, *, load_train: bool = True) -> None:
         self.data = data
@@ -80,6 +85,9 @@ class SceneTask:
     @property
     def eval_split_name(self) -> str:
         return self._eval_split_name()
+
+    def splits(self) -> List[str]:
+        return available_splits(self.root)
 
     def split(self, name: str) -> SceneSplit:
         if name not in self._splits:

@@ -75,6 +75,8 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
     run_dir.mkdir(parents=True, exist_ok=True)
     save_run_config(run_dir, config, names)
 
+    n_trainable = int(task.train_mask.sum()) if task.train_mask is not None else task.images.shape[:3].numel()
+    batch_size = n_trainable if config.batch_size == 0 else config.batch_size
     params = [p for p in field.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.optim.lr, eps=config.optim.eps, weight_decay=config.optim.weight_decay)
     sampler = classes["sampler"](
@@ -83,12 +85,13 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
             n_images=task.images.shape[0],
             height=task.images.shape[1],
             width=task.images.shape[2],
-            batch_size=config.batch_size,
+            batch_size=batch_size,
             max_steps=config.max_steps,
             task=task.name,
             device=device,
             images=task.images,
             predict_errors=lambda idx, xy: task.predict_errors(field, idx, xy),
+            pixel_mask=task.train_mask,
         ),
     )
 

@@ -16,27 +16,27 @@ class UniformConfig:
 
 
 class UniformSampler(Sampler):
-    """Uniformly random pixels from uniformly random training images (the NeRF default)."""
+    """Uniformly random trainable pixels (the NeRF default); every pixel when full-batch."""
 
     Config = UniformConfig
     description = "uniformly random pixels over all training images (the NeRF default)"
 
     def __init__(self, config: UniformConfig, context: SamplerContext) -> None:
         super().__init__(config, context)
+        self.image_index, self.pixel_xy = context.trainable_pixels()
+        self.full_batch = context.batch_size >= self.image_index.shape[0]
 
     def sample(self, step: int, generator: torch.Generator) -> RayBatch:
         ctx = self.context
-        n = ctx.batch_size
-        image_index = torch.randint(0, ctx.n_images, (n,), generator=generator)
-        cols = torch.randint(0, ctx.width, (n,), generator=generator)
-        rows = torch.randint(0, ctx.height, (n,), generator=generator)
-        pixel_xy = torch.stack([cols, rows], dim=-1).float()
-        if self.config.jitter:
-            pixel_xy = pixel_xy + torch.rand(n, 2, generator=generator)
+        if self.full_batch:
+            image_index, pixel_xy = self.image_index, self.pixel_xy
         else:
-            pixel_xy = pixel_xy + 0.5
+            pick = torch.randint(0, self.image_index.shape[0], (ctx.batch_size,), generator=generator)
+            image_index, pixel_xy = self.image_index[pick], self.pixel_xy[pick]
+        if self.config.jitter:
+            pixel_xy = pixel_xy + torch.rand(pixel_xy.shape, generator=generator) - 0.5
         return RayBatch(
             image_index=image_index.to(ctx.device),
             pixel_xy=pixel_xy.to(ctx.device),
-            weight=torch.ones(n, device=ctx.device),
+            weight=torch.ones(image_index.shape[0], device=ctx.device),
         )

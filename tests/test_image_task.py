@@ -1,0 +1,119 @@
+"""The image task: loading edge cases, task inference, hold-out, full batch, a short fit, render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED_DATA
+from nfplug.cli import main
+from nfplug.errors import NfplugError
+from nfplug.training.image_task import checkerboard, load_image, pixel_to_coords
+
+KODAK = SHARED_DATA / "kodak" / "kodim05.png"
+
+
+def _smooth_image(height: int = 32, width: int = 40) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    return np.stack([0.5 + 0.4 * np.sin(6 * x), 0.5 + 0.4 * np.cos(5 * y), 0.5 + 0.3 * np.sin(4 * (x + y))], axis=-1)
+
+
+@pytest.mark.parametrize(
+    "name, array, channels",
+    [
+        ("rgb8.png", (_smooth_image() * 255).astype(np.uint8), 3),
+        ("rgb16.png", (_smooth_image() * 65535).astype(np.uint16), 3),
+        ("gray8.png", (_smooth_image()[..., 0] * 255).astype(np.uint8), 1),
+        ("photo.jpg", (_smooth_image() * 255).astype(np.uint8), 3),
+    ],
+)
+def test_image_formats(tmp_path: Path, name: str, array: np.ndarray, channels: int) -> None:
+    path = tmp_path / name
+    cv2.imwrite(str(path), array[..., ::-1] if array.ndim == 3 else array)
+    image = load_image(path)
+    assert image.shape == (32, 40, channels) and image.dtype == torch.float32
+    expected = _smooth_image() if channels == 3 else _smooth_image()[..., :1]
+    tolerance = {np.uint8: 1 / 255, np.uint16: 1 / 65535}[array.dtype.type] * (20 if name.endswith(".jpg") else 1)
+    assert np.abs(image.numpy() - expected).mean() < tolerance
+
+
+def test_rgba_is_composited_on_white_and_downscaled(tmp_path: Path) -> None:
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 2] = 255  # red in BGRA order
+    rgba[:, :2, 3] = 255  # left half opaque, right half transparent
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    image = load_image(tmp_path / "a.png")
+    assert torch.allclose(image[0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.allclose(image[0, 3], torch.tensor([1.0, 1.0, 1.0]))
+    half = load_image(tmp_path / "a.png", downscale=2)
+    assert half.shape == (2, 2, 3) and torch.allclose(half[0, 0], torch.tensor([1.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("content, message", [(b"", "empty file"), (b"not an image at all", "corrupt or unreadable")])
+def test_bad_image_files(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(NfplugError, match=message) as e:
+        load_image(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_coordinates_and_checkerboard() -> None:
+    coords = pixel_to_coords(torch.tensor([[0.5, 0.5], [3.5, 1.5]]), width=4, height=2)
+    assert torch.allclose(coords, torch.tensor([[-0.75, -0.5], [0.75, 0.5]]))
+    mask = checkerboard(2, 3)
+    assert mask.tolist() == [[True, False, True], [False, True, False]]
+
+
+@pytest.fixture
+def image_file(tmp_path: Path) -> Path:
+    path = tmp_path / "smooth.png"
+    cv2.imwrite(str(path), (_smooth_image()[..., ::-1] * 255).astype(np.uint8))
+    return path
+
+
+def test_inferred_task_holdout_full_batch_and_render(image_file: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--data", str(image_file), "--field", "mlp", "--data.holdout", "checkerboard", "--batch-size", "0",
+            "--max-steps", "150", "--eval-every", "0", "--no-progress", "--output", str(run)]
+    assert main(args) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "heldout" and metrics["mean"]["psnr"] > 25.0, metrics["mean"]
+    assert main(["eval", str(run), "--split", "train"]) == 0
+    train_psnr = json.loads((run / "metrics.json").read_text())["mean"]["psnr"]
+    assert train_psnr >= metrics["mean"]["psnr"] - 0.5  # fitted pixels are no worse than held-out ones
+    assert main(["render", str(run), "--scale", "2"]) == 0
+    import imageio.v2 as imageio
+
+    assert imageio.imread(run / "renders" / "reconstruction_x2.png").shape == (64, 80, 3)
+
+
+def test_unsupported_field_task_pair_is_one_line(image_file: Path, capsys) -> None:
+    from nfplug.api import Field
+    from nfplug.training import run as run_module
+
+    class SceneOnly(Field):
+        tasks = ("scene",)
+
+    real_get = run_module.registry.get
+    run_module.registry.get = lambda kind, name: SceneOnly if kind == "fields" else real_get(kind, name)
+    try:
+        assert main(["train", "--data", str(image_file), "--max-steps", "1", "--no-progress"]) == 2
+    finally:
+        run_module.registry.get = real_get
+    err = capsys.readouterr().err.strip()
+    assert "does not support the image task" in err and "\n" not in err
+
+
+@pytest.mark.skipif(not KODAK.is_file(), reason=f"{KODAK} not found")
+def test_kodak_photo_with_task_override(tmp_path: Path) -> None:
+    run = tmp_path / "kodak"
+    assert main(["train", "--data", str(KODAK), "--data.task", "image", "--data.downscale", "8", "--max-steps", "60",
+                 "--batch-size", "0", "--eval-every", "0", "--no-progress", "--output", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "full" and metrics["mean"]["psnr"] > 18.0
