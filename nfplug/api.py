@@ -195,7 +195,8 @@ class StepFeedback:
 class Sampler:
     """Chooses the training rays of each step and learns from their losses.
 
-    The engine calls, every step: ``batch = sample(step)``, trains on it, then
+    The engine calls, every step: ``batch = sample(step)``, runs the forward pass,
+    ``batch.weight = loss_weight(step, batch, loss, error)``, trains on it, then
     ``update(feedback)``. State that must survive ``--resume`` goes through
     ``state_dict`` / ``load_state_dict`` (tensors and plain Python values only).
     """
@@ -210,6 +211,18 @@ class Sampler:
 
     def sample(self, step: int, generator: torch.Generator) -> RayBatch:
         raise NotImplementedError
+
+    def loss_weight(self, step: int, batch: RayBatch, loss: Tensor, error: Tensor) -> Tensor:
+        """Per-ray loss weights ``[B]`` that depend on this step's own prediction.
+
+        Called by the engine after the forward pass and before the loss, with this
+        step's detached per-ray ``loss [B]`` (MSE over channels) and ``error [B]`` (L1
+        summed over channels). The result must be positive and finite; the engine
+        detaches it, uses it in ``mean(weight * loss)`` and stores it in
+        ``batch.weight`` (so :meth:`update` sees the weights actually used).
+        Default: ``batch.weight`` as returned by :meth:`sample`.
+        """
+        return batch.weight
 
     def update(self, feedback: StepFeedback) -> None:
         """Receive the per-ray losses of the last step (default: ignore them)."""

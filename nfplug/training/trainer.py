@@ -5,9 +5,10 @@ One step::
     batch = sampler.sample(step)              # image index, pixel_xy, loss weight per ray
     pred, gt = task.train_forward(field, batch)
     per_ray = mean_c (pred - gt)^2            # handed back to the sampler
+    batch.weight = sampler.loss_weight(...)   # may depend on this step's errors
     loss = mean(batch.weight * per_ray)
-    d per_ray / d pixel_xy                    # only if the sampler asks for it
     loss.backward(); adam.step()
+    d per_ray / d pixel_xy                    # only if the sampler asks for it (same backward)
     sampler.update(feedback)
 """
 
@@ -128,6 +129,7 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
     eval_split = task.eval_split_name
     interrupted = False
     field.train()
+    previous_handlers = _stop_on_signals()
     try:
         while step < config.max_steps and (config.max_time is None or elapsed < config.max_time):
             t0 = time.perf_counter()
@@ -144,23 +146,22 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
                 batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
             pred, gt, stats = task.train_forward(field, batch, generator)
             per_ray = ((pred - gt) ** 2).mean(dim=-1)
-            loss = (batch.weight.detach() * per_ray).mean()
+            error = (pred - gt).detach().abs().sum(dim=-1)
+            batch.weight = sampler.loss_weight(step, batch, per_ray.detach(), error).detach()
+            loss = (batch.weight * per_ray).mean()
 
-            position_grad = None
-            if sampler.needs_position_grad:
-                (position_grad,) = torch.autograd.grad(per_ray.sum(), batch.pixel_xy, retain_graph=True)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            sampler.update(
-                StepFeedback(
-                    step=step,
-                    batch=batch,
-                    loss=per_ray.detach(),
-                    error=(pred - gt).detach().abs().sum(dim=-1),
-                    position_grad=position_grad,
-                )
-            )
+            position_grad = None
+            if sampler.needs_position_grad:
+                # One backward pass serves both: d loss / d xy_i = weight_i / B * d per_ray_i / d xy_i.
+                grad = batch.pixel_xy.grad
+                if grad is None:  # no ray reached the field, the loss does not depend on position
+                    grad = torch.zeros_like(batch.pixel_xy)
+                position_grad = grad * (per_ray.shape[0] / batch.weight)[:, None]
+                batch.pixel_xy = batch.pixel_xy.detach()
+            sampler.update(StepFeedback(step=step, batch=batch, loss=per_ray.detach(), error=error, position_grad=position_grad))
             step += 1
             dt = time.perf_counter() - t0
             elapsed += dt
@@ -199,6 +200,7 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
         interrupted = True
     finally:
         bar.close()
+        _restore_signals(previous_handlers)
 
     checkpoint()
     history.save(run_dir)
@@ -242,6 +244,30 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _stop_on_signals() -> Dict[int, Any]:
+    """Ctrl-C (SIGINT) and SIGTERM stop training with a checkpoint instead of killing it.
+
+    SIGINT is handled explicitly because a shell starts background jobs with it ignored.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(previous: Dict[int, Any]) -> None:
+    import signal
+
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def _seed_everything(seed: int) -> None:
