@@ -140,3 +140,14 @@ def test_sigterm_in_a_background_run_saves_a_checkpoint(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "checkpoint saved" in out
     assert _field_state(run)["step"] >= 0  # a loadable checkpoint exists (raises otherwise)
+
+
+def test_resume_with_mismatched_checkpoint_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--output", str(run), "--max-steps", "2", *TINY_TRAIN]) == 0
+    config = json.loads((run / "config.json").read_text())
+    config["field"]["hidden_dim"] = config["field"].get("hidden_dim", 64) * 2  # a different network
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--resume", str(run), "--max-steps", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not match the run's config" in err and "\n" not in err

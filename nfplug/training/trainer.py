@@ -98,14 +98,19 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
 
     step, elapsed = 0, 0.0
     if resume_dir is not None:
-        ckpt = load_checkpoint(latest_checkpoint(run_dir), map_location=device)
-        field.load_state_dict(ckpt["field"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        task.load_state_dict(ckpt["task"])
-        sampler.load_state_dict(ckpt["sampler"])
-        generator.set_state(ckpt["rng"]["generator"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        path = latest_checkpoint(run_dir)
+        ckpt = load_checkpoint(path, map_location=device)
+        try:
+            field.load_state_dict(ckpt["field"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            task.load_state_dict(ckpt["task"])
+            sampler.load_state_dict(ckpt["sampler"])
+            generator.set_state(ckpt["rng"]["generator"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise NfplugError(f"{path}: does not match the run's config ({type(e).__name__}: {reason})") from e
     history = History.load(run_dir)
     history.truncate(step)
     pending_marks = sorted(t for t in config.eval_at_seconds if t > elapsed)
