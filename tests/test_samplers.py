@@ -23,6 +23,8 @@ from nfplug_builtins.samplers.softmine import SoftMineSampler, sobel_edges
 from nfplug_builtins.samplers.teaching import TeachingSampler, is_selection_step, ratio_at
 
 SAMPLERS = sorted(registry.discover("samplers"))
+# Two torch threads on a 2-core machine that is also running something else slow down ~10x.
+ONE_THREAD = ["--threads", "1"]
 N_IMAGES, HEIGHT, WIDTH, CHANNELS = 3, 12, 16, 3
 
 
@@ -280,7 +282,7 @@ def _small_image(path: Path) -> Path:
 @pytest.mark.parametrize("options", [["--sampler", "softmine"], ["--sampler", "int", "--sampler.refresh-rays", "256"]], ids=["softmine", "int"])
 def test_train_scene_with_sampler(tmp_path: Path, options: List[str]) -> None:
     run = tmp_path / "run"
-    args = ["train", *options, "--max-steps", "20", "--output", str(run), *TINY_TRAIN, "--batch-size", "256", "--checkpoint-every", "10"]
+    args = ["train", *options, "--max-steps", "20", "--output", str(run), *TINY_TRAIN, "--batch-size", "256", "--checkpoint-every", "10", *ONE_THREAD]
     assert main(args) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 20 and metrics["mean"]["psnr"] > 5.0
@@ -292,7 +294,7 @@ def test_train_image_with_sampler(tmp_path: Path, options: List[str]) -> None:
     image = _small_image(tmp_path / "small.png")
     run = tmp_path / "run"
     args = ["train", "--data", str(image), "--field", "mlp", "--max-steps", "30", "--batch-size", "128", *options]
-    assert main([*args, "--output", str(run), "--eval-every", "0", "--no-progress"]) == 0
+    assert main([*args, "--output", str(run), "--eval-every", "0", "--no-progress", *ONE_THREAD]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 30 and metrics["mean"]["psnr"] > 8.0
 
@@ -328,7 +330,7 @@ def test_engine_hands_back_unweighted_position_gradients(tmp_path: Path, monkeyp
     for i, w in enumerate((None, weights)):
         monkeypatch.setattr(trainer, "plugin_classes", lambda names, w=w: {**original(names), "sampler": probe(w)})
         args = ["train", "--data", str(image), "--field", "mlp", "--max-steps", "1", "--optim.lr", "1e-30", "--eval-every", "0"]
-        assert main([*args, "--no-progress", "--output", str(tmp_path / f"run{i}")]) == 0
+        assert main([*args, "--no-progress", *ONE_THREAD, "--output", str(tmp_path / f"run{i}")]) == 0
     (grad_plain, w_plain), (grad_weighted, w_used) = received
     assert torch.equal(w_plain, torch.ones(64)) and torch.equal(w_used, weights)
     assert grad_plain.abs().sum() > 0
