@@ -177,7 +177,8 @@ class StepFeedback:
 
     Attributes:
         step: the step that was just taken.
-        batch: the batch the sampler returned for that step.
+        batch: the batch the sampler returned for that step, its ``weight`` replaced by
+            the one :meth:`Sampler.loss_weight` returned (the weights actually used).
         loss: ``[B]`` per-ray loss (mean squared error over channels), unweighted, detached.
         error: ``[B]`` per-ray L1 error summed over channels, detached.
         position_grad: ``[B, 2]`` gradient of each ray's (unweighted) loss with
