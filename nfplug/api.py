@@ -78,6 +78,9 @@ class Field(nn.Module):
     Config: ClassVar[type] = EmptyConfig
     description: ClassVar[str] = ""
     tasks: ClassVar[Tuple[str, ...]] = ("scene",)
+    default_lr: ClassVar[float] = 1e-2
+    """Adam learning rate used when the user gives no ``--optim.lr`` (hash grids like 1e-2,
+    sine networks 1e-4)."""
 
     def __init__(self, config: Any, context: FieldContext) -> None:
         super().__init__()

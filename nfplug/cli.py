@@ -158,7 +158,7 @@ def _validate_train_config(config) -> None:
         (config.max_time is None or config.max_time > 0, "--max-time: must be positive"),
         (config.batch_size >= 0, "--batch-size: must be at least 1 (or 0 for full batch)"),
         (config.data.downscale >= 1, "--data.downscale: must be at least 1"),
-        (config.optim.lr > 0, "--optim.lr: must be positive"),
+        (config.optim.lr is None or config.optim.lr > 0, "--optim.lr: must be positive"),
         (config.render.grid_resolution >= 1, "--render.grid-resolution: must be at least 1"),
         (config.render.samples_per_cell > 0, "--render.samples-per-cell: must be positive"),
     ]

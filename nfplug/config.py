@@ -57,8 +57,8 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 1e-2
-    """Peak Adam learning rate."""
+    lr: Optional[float] = None
+    """Peak Adam learning rate (default: the field's own default_lr, e.g. 1e-2 for ngp, 1e-4 for siren)."""
     eps: float = 1e-15
     """Adam epsilon (instant-ngp uses 1e-15)."""
     weight_decay: float = 1e-6

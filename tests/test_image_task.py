@@ -117,3 +117,16 @@ def test_kodak_photo_with_task_override(tmp_path: Path) -> None:
                  "--batch-size", "0", "--eval-every", "0", "--no-progress", "--output", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["split"] == "full" and metrics["mean"]["psnr"] > 18.0
+
+
+@pytest.mark.parametrize("field, expected", [("siren", 1e-4), ("ngp", 1e-2)])
+def test_learning_rate_defaults_to_the_fields_own(image_file: Path, tmp_path: Path, field: str, expected: float) -> None:
+    from nfplug.training.checkpoint import latest_checkpoint, load_checkpoint
+
+    run = tmp_path / field
+    args = ["train", "--data", str(image_file), "--field", field, "--max-steps", "1", "--optim.warmup-steps", "0",
+            "--eval-every", "0", "--no-progress", "--output", str(run)]
+    assert main(args) == 0
+    assert load_checkpoint(latest_checkpoint(run))["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected)
+    assert main(["train", "--resume", str(run), "--max-steps", "2", "--optim.lr", "0.003", "--optim.decay-milestones"]) == 0
+    assert load_checkpoint(latest_checkpoint(run))["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.003)

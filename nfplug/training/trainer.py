@@ -44,12 +44,12 @@ class TrainResult:
     interrupted: bool
 
 
-def learning_rate(config: Any, step: int, progress: float) -> float:
-    """Linear warm-up, then step decay at fractions ``decay_milestones`` of training."""
+def learning_rate(config: Any, peak_lr: float, step: int, progress: float) -> float:
+    """Linear warm-up to ``peak_lr``, then step decay at fractions ``decay_milestones`` of training."""
     o = config.optim
     warm = min(1.0, (step + 1) / max(1, o.warmup_steps))
     n_decays = sum(progress >= m for m in o.decay_milestones)
-    return o.lr * warm * (o.decay_gamma**n_decays)
+    return peak_lr * warm * (o.decay_gamma**n_decays)
 
 
 def default_run_dir(config: Any, names: Dict[str, str], scene_name: str) -> Path:
@@ -79,7 +79,8 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
     n_trainable = int(task.train_mask.sum()) if task.train_mask is not None else task.images.shape[:3].numel()
     batch_size = n_trainable if config.batch_size == 0 else config.batch_size
     params = [p for p in field.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.optim.lr, eps=config.optim.eps, weight_decay=config.optim.weight_decay)
+    peak_lr = config.optim.lr if config.optim.lr is not None else classes["field"].default_lr
+    optimizer = torch.optim.Adam(params, lr=peak_lr, eps=config.optim.eps, weight_decay=config.optim.weight_decay)
     sampler = classes["sampler"](
         config.sampler,
         SamplerContext(
@@ -139,7 +140,7 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
         while step < config.max_steps and (config.max_time is None or elapsed < config.max_time):
             t0 = time.perf_counter()
             progress = max(step / config.max_steps, elapsed / config.max_time if config.max_time else 0.0)
-            lr = learning_rate(config, step, progress)
+            lr = learning_rate(config, peak_lr, step, progress)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 

@@ -30,6 +30,8 @@ from nfplug_builtins.inits.siren import siren_uniform_
 class SirenField(Field):
     """Sine-activated coordinate MLP for images and (view-independent) scenes."""
 
+    default_lr = 1e-4  # Sitzmann et al. 2020 and the weight-scaling paper train SIREN at 1e-4
+
     @dataclass(frozen=True)
     class Config:
         hidden_features: int = 256
