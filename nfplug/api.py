@@ -28,6 +28,8 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from nfplug.errors import NfplugError
+
 TASKS = ("scene", "image")
 
 
@@ -84,8 +86,24 @@ class Field(nn.Module):
 
     def __init__(self, config: Any, context: FieldContext) -> None:
         super().__init__()
+        name = type(self).__name__
+        if context.task not in self.tasks:
+            raise NfplugError(f"--field: {name} does not support the {context.task} task (it supports: {', '.join(self.tasks)})")
+        dim = 3 if context.task == "scene" else 2
+        aabb = torch.tensor(context.aabb, dtype=torch.float32)
+        if aabb.numel() != 2 * dim or bool((aabb[dim:] <= aabb[:dim]).any()):
+            raise NfplugError(f"{name}: aabb must be {2 * dim} numbers with min < max, got {context.aabb}")
+        self.register_buffer("aabb", aabb, persistent=False)
         self.config = config
         self.context = context
+
+    def unit_coords(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """Positions ``[N, D]`` -> ``(u [N, D], inside [N] bool)``: ``u`` in ``[0, 1]`` across the
+        aabb (not clamped), ``inside`` whether the point lies in the aabb."""
+        dim = x.shape[-1]
+        lo, hi = self.aabb[:dim], self.aabb[dim:]
+        u = (x - lo) / (hi - lo)
+        return u, ((u >= 0) & (u <= 1)).all(-1)
 
     def density(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement density()")

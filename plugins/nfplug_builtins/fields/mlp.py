@@ -48,15 +48,9 @@ class MLPField(Field):
     def __init__(self, config: "MLPField.Config", context: FieldContext) -> None:
         super().__init__(config, context)
         c = config
-        if context.task not in self.tasks:
-            raise NfplugError(f"field mlp: unsupported task {context.task!r} (choose from {self.tasks})")
         if c.width < 2 or c.depth < 1:
             raise NfplugError(f"--field.width must be >= 2 and --field.depth >= 1, got {c.width} and {c.depth}")
         dim = 3 if context.task == "scene" else 2
-        aabb = torch.tensor(context.aabb, dtype=torch.float32)
-        if aabb.numel() != 2 * dim or bool((aabb[dim:] <= aabb[:dim]).any()):
-            raise NfplugError(f"field mlp: aabb must be {2 * dim} numbers with min < max, got {context.aabb}")
-        self.register_buffer("aabb", aabb, persistent=False)
         n_freq = c.n_frequencies_pos if context.task == "scene" else c.image_n_frequencies
         self.pos_enc = PositionalEncoding(dim, n_freq)
         trunk = []
@@ -83,10 +77,7 @@ class MLPField(Field):
 
     def _trunk(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """World positions ``[N, D]`` -> ``(h [N, width], inside [N] bool)``."""
-        dim = x.shape[-1]
-        lo, hi = self.aabb[:dim], self.aabb[dim:]
-        u = (x - lo) / (hi - lo)
-        inside = ((u >= 0) & (u <= 1)).all(-1)
+        u, inside = self.unit_coords(x)
         enc = self.pos_enc(2 * u - 1)
         h = enc
         for i, layer in enumerate(self.trunk):

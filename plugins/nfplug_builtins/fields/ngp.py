@@ -86,8 +86,6 @@ class NGPField(Field):
     def __init__(self, config: "NGPField.Config", context: FieldContext) -> None:
         super().__init__(config, context)
         c = config
-        if context.task not in self.tasks:
-            raise NfplugError(f"field ngp: unsupported task {context.task!r} (choose from {self.tasks})")
         if c.n_features_per_level not in (1, 2, 4, 8):
             raise NfplugError(f"--field.n-features-per-level must be 1, 2, 4 or 8, got {c.n_features_per_level}")
         dim = 3 if context.task == "scene" else 2
@@ -96,10 +94,6 @@ class NGPField(Field):
             raise NfplugError(
                 f"--field.base-resolution ({c.base_resolution}) must be between 1 and the max resolution ({max_res})"
             )
-        aabb = torch.tensor(context.aabb, dtype=torch.float32)
-        if aabb.numel() != 2 * dim or bool((aabb[dim:] <= aabb[:dim]).any()):
-            raise NfplugError(f"field ngp: aabb must be {2 * dim} numbers with min < max, got {context.aabb}")
-        self.register_buffer("aabb", aabb, persistent=False)
         self.grid = HashGrid(
             dim, c.n_levels, c.n_features_per_level, c.log2_hashmap_size, c.base_resolution, max_res
         )
@@ -111,10 +105,7 @@ class NGPField(Field):
 
     def _normalize(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """World positions -> ``([N, D] in [0, 1] clamped, [N] bool inside the aabb)``."""
-        dim = x.shape[-1]
-        lo, hi = self.aabb[:dim], self.aabb[dim:]
-        u = (x - lo) / (hi - lo)
-        inside = ((u >= 0) & (u <= 1)).all(-1)
+        u, inside = self.unit_coords(x)
         return u.clamp(0.0, 1.0), inside
 
     def _density_and_features(self, x: Tensor) -> Tuple[Tensor, Tensor]:

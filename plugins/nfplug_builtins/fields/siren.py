@@ -49,8 +49,6 @@ class SirenField(Field):
     def __init__(self, config: "SirenField.Config", context: FieldContext) -> None:
         super().__init__(config, context)
         c = config
-        if context.task not in self.tasks:
-            raise NfplugError(f"field siren: unsupported task {context.task!r} (choose from {self.tasks})")
         if c.hidden_features < 1 or c.hidden_layers < 0:
             raise NfplugError(
                 f"--field.hidden-features must be >= 1 and --field.hidden-layers >= 0, got {c.hidden_features} and {c.hidden_layers}"
@@ -58,10 +56,6 @@ class SirenField(Field):
         if not (c.omega_0 > 0 and c.first_omega_0 > 0):
             raise NfplugError(f"--field.omega-0 and --field.first-omega-0 must be > 0, got {c.omega_0} and {c.first_omega_0}")
         dim = 3 if context.task == "scene" else 2
-        aabb = torch.tensor(context.aabb, dtype=torch.float32)
-        if aabb.numel() != 2 * dim or bool((aabb[dim:] <= aabb[:dim]).any()):
-            raise NfplugError(f"field siren: aabb must be {2 * dim} numbers with min < max, got {context.aabb}")
-        self.register_buffer("aabb", aabb, persistent=False)
         out_dim = 4 if context.task == "scene" else context.out_channels
         widths = [dim] + [c.hidden_features] * (c.hidden_layers + 1) + [out_dim]
         self.net = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
@@ -73,10 +67,7 @@ class SirenField(Field):
 
     def _raw(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """Positions ``[N, D]`` -> ``(raw output [N, out], inside [N] bool)``."""
-        dim = x.shape[-1]
-        lo, hi = self.aabb[:dim], self.aabb[dim:]
-        u = (x - lo) / (hi - lo)
-        inside = ((u >= 0) & (u <= 1)).all(-1)
+        u, inside = self.unit_coords(x)
         h = torch.sin(self.config.first_omega_0 * self.net[0](2 * u - 1))
         for layer in self.net[1:-1]:
             h = torch.sin(self.config.omega_0 * layer(h))
