@@ -50,11 +50,14 @@ class FieldContext:
             ``"image"`` (2D coordinates to colour).
         aabb: ``[6]`` scene box (scene task); for images ``[-1, -1, 1, 1]``.
         out_channels: colour channels to predict (3 for scenes, 1 or 3 for images).
+        resolution: ``(height, width)`` of the image in pixels (image task), for fields
+            laid out on the pixel grid; ``None`` for scenes.
     """
 
     task: str
     aabb: Tuple[float, ...]
     out_channels: int = 3
+    resolution: Optional[Tuple[int, int]] = None
 
 
 class Field(nn.Module):

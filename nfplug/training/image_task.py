@@ -85,7 +85,9 @@ class ImageTask:
         return "heldout" if self.train_mask is not None else "full"
 
     def field_context(self) -> FieldContext:
-        return FieldContext(task="image", aabb=(-1.0, -1.0, 1.0, 1.0), out_channels=self.channels)
+        return FieldContext(
+            task="image", aabb=(-1.0, -1.0, 1.0, 1.0), out_channels=self.channels, resolution=(self.height, self.width)
+        )
 
     def n_views(self, split: str) -> int:
         return 1
