@@ -114,6 +114,16 @@ class Field(nn.Module):
     def layers(self) -> List[nn.Linear]:
         raise NotImplementedError(f"{type(self).__name__} does not expose its layers")
 
+    def inference_macs_per_sample(self) -> Optional[float]:
+        """Multiply-accumulates per output sample at inference, if the field counts them
+        (``nfplug eval`` prints it); ``None`` otherwise."""
+        return None
+
+    def render_grid(self) -> Optional[Tensor]:
+        """Image task: the whole image ``[H, W, C]`` at the training resolution through a faster
+        path than per-coordinate evaluation (e.g. shared activations), or ``None`` if there is none."""
+        return None
+
 
 # ---------------------------------------------------------------------------- inits
 

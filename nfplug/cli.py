@@ -198,8 +198,13 @@ def cmd_eval(argv: List[str]) -> int:
     split = _checked_split(run.task, args.split or run.task.eval_split_name)
     metrics = evaluate_views(run.task, run.field, split)
     metrics["step"] = run.step
+    macs = run.field.inference_macs_per_sample()
+    if macs is not None:
+        metrics["macs_per_sample"] = macs
     path = write_metrics(run.run_dir, metrics)
     print(f"{split}: PSNR {metrics['mean']['psnr']:.2f} dB, SSIM {metrics['mean']['ssim']:.4f} over {len(metrics['views'])} views (step {run.step}) -> {path}")
+    if macs is not None:
+        print(f"inference cost: {macs:,.0f} multiply-accumulates per sample")
     return 0
 
 

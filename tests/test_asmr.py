@@ -121,3 +121,21 @@ def test_cli_trains_asmr(tmp_path: Path) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     # measured 9.9 dB after 50 steps (5.3 dB after 1 step)
     assert metrics["step"] == 50 and metrics["mean"]["psnr"] > 8.5
+
+    # eval reports the shared-path inference cost; render at scale 1 goes through render_grid().
+    assert main(["eval", str(run)]) == 0
+    from nfplug.training.run import load_run
+
+    loaded = load_run(run, "cpu")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["macs_per_sample"] == pytest.approx(loaded.field.macs_per_sample(shared=True))
+    calls = []
+    original = type(loaded.field).render_grid
+    type(loaded.field).render_grid = lambda self: calls.append(1) or original(self)
+    try:
+        image = loaded.task.render_image(loaded.field)
+    finally:
+        type(loaded.field).render_grid = original
+    assert calls and image.shape == (32, 48, 3)
+    per_coordinate = loaded.task.render_image(loaded.field, scale=1.0000001)  # any other scale: per coordinate
+    assert torch.allclose(image, per_coordinate, atol=1e-5)

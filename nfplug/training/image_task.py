@@ -114,7 +114,13 @@ class ImageTask:
 
     @torch.no_grad()
     def render_image(self, field: Field, scale: float = 1.0) -> Tensor:
-        """The field sampled at the pixel centres of a ``scale``-times larger image -> ``[H', W', C]``."""
+        """The field sampled at the pixel centres of a ``scale``-times larger image -> ``[H', W', C]``.
+
+        At ``scale == 1`` a field's own :meth:`~nfplug.api.Field.render_grid` is used if it has one.
+        """
+        grid = field.render_grid() if scale == 1.0 else None
+        if grid is not None:
+            return grid.clamp(0, 1)
         height, width = max(1, round(self.height * scale)), max(1, round(self.width * scale))
         rows, cols = torch.meshgrid(torch.arange(height, device=self.device), torch.arange(width, device=self.device), indexing="ij")
         pixel_xy = torch.stack([cols, rows], dim=-1).reshape(-1, 2).float() + 0.5

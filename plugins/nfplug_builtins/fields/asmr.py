@@ -163,6 +163,10 @@ class ASMRField(Field):
         dx = (2 * torch.arange(bx, device=device) + 1).float() / bx - 1
         return torch.stack(torch.meshgrid(dx, dy, indexing="xy"), dim=-1)
 
+    def inference_macs_per_sample(self) -> float:
+        """Inference renders through :meth:`render_grid`: the shared count."""
+        return self.macs_per_sample(shared=True)
+
     def macs_per_sample(self, shared: bool) -> float:
         """Multiply-accumulates per pixel to render the whole image.
 
