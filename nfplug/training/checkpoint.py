@@ -13,13 +13,14 @@ Ctrl-C never leaves a half-written checkpoint under a checkpoint's name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
@@ -74,8 +75,7 @@ def load_checkpoint(path: Path, map_location: Optional[torch.device] = None) -> 
     try:
         payload = torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise NfplugError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason}") from e
+        raise NfplugError(f"{path}: not a readable checkpoint (truncated or corrupt?): {_first_line(e)}") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise NfplugError(f"{path}: not an nfplug checkpoint (written by another program?)")
     if payload.get("version") != VERSION:
@@ -88,3 +88,21 @@ def latest_checkpoint(run_dir: Path) -> Path:
     if not found:
         raise NfplugError(f"{checkpoint_dir(run_dir)}: no checkpoint in this run directory")
     return found[-1]
+
+
+@contextlib.contextmanager
+def restoring(path: Path) -> Iterator[None]:
+    """Turn the errors of loading a checkpoint's states into one line naming the checkpoint.
+
+    ``load_state_dict`` raises on missing or mis-shaped entries, e.g. when the run's
+    config.json was edited to build a different network than the checkpoint holds.
+    """
+    try:
+        yield
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise NfplugError(f"{path}: does not match the run's config ({type(e).__name__}: {_first_line(e)})") from e
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -21,7 +21,7 @@ from nfplug import registry
 from nfplug.api import Field
 from nfplug.config import DEFAULT_PLUGINS, PLUGIN_KINDS, PLUGIN_SLOTS, TrainBase, from_json_dict, to_json_dict
 from nfplug.errors import NfplugError
-from nfplug.training.checkpoint import latest_checkpoint, load_checkpoint
+from nfplug.training.checkpoint import latest_checkpoint, load_checkpoint, restoring
 
 CONFIG_FILE = "config.json"
 
@@ -121,14 +121,13 @@ def load_run(run_dir: Path, device_spec: str = "auto") -> LoadedRun:
     run_dir = Path(run_dir)
     config, names = config_from_run(run_dir)
     device = select_device(device_spec)
-    ckpt = load_checkpoint(latest_checkpoint(run_dir), map_location=device)
+    path = latest_checkpoint(run_dir)
+    ckpt = load_checkpoint(path, map_location=device)
     classes = plugin_classes(names)
     task = build_task(config, device, load_train=False)
     field = build_field(config, names, classes, task.field_context(), device, torch.Generator().manual_seed(0))
-    try:
+    with restoring(path):
         field.load_state_dict(ckpt["field"])
         task.load_state_dict(ckpt["task"])
-    except (RuntimeError, KeyError) as e:
-        raise NfplugError(f"{latest_checkpoint(run_dir)}: does not match the run's config: {str(e).splitlines()[0]}") from e
     field.eval()
     return LoadedRun(run_dir, config, names, task, field, int(ckpt["step"]))

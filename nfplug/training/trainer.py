@@ -30,7 +30,7 @@ from nfplug.api import SamplerContext, StepFeedback
 from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
 from nfplug.runtime import retain_freed_memory
-from nfplug.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from nfplug.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, restoring, save_checkpoint
 from nfplug.training.evaluation import evaluate_views, write_metrics
 from nfplug.training.history import History
 from nfplug.training.run import build_field, plugin_classes, save_run_config, select_device
@@ -101,7 +101,7 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
     if resume_dir is not None:
         path = latest_checkpoint(run_dir)
         ckpt = load_checkpoint(path, map_location=device)
-        try:
+        with restoring(path):
             field.load_state_dict(ckpt["field"])
             optimizer.load_state_dict(ckpt["optimizer"])
             task.load_state_dict(ckpt["task"])
@@ -109,9 +109,6 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
             generator.set_state(ckpt["rng"]["generator"])
             torch.set_rng_state(ckpt["rng"]["torch"])
             step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise NfplugError(f"{path}: does not match the run's config ({type(e).__name__}: {reason})") from e
     history = History.load(run_dir)
     history.truncate(step)
     pending_marks = sorted(t for t in config.eval_at_seconds if t > elapsed)
