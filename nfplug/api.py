@@ -124,6 +124,44 @@ class Field(nn.Module):
         path than per-coordinate evaluation (e.g. shared activations), or ``None`` if there is none."""
         return None
 
+    # Streamable fields (decoded from their first k parts) override the four methods below;
+    # an ordinary field is one part trained in one stage.
+
+    def n_parts(self) -> int:
+        """Parts the field decodes in order; the first k alone give a coarser result."""
+        return 1
+
+    def set_parts(self, k: Optional[int]) -> None:
+        """Decode with the first ``k`` parts only from now on (``None``: all of them)."""
+        if k not in (None, 1):
+            raise NfplugError(f"--parts: the {type(self).__name__} field is not streamable (it has 1 part)")
+
+    def parameter_parts(self) -> Dict[str, int]:
+        """State-dict key -> the part (1-based) it belongs to, for every parameter; entries
+        not listed (buffers) go with part 1 in a streaming export."""
+        return {name: 1 for name, _ in self.named_parameters()}
+
+    def training_stages(self, max_steps: int) -> List["TrainingStage"]:
+        """How the engine trains the field: stages in order of their first step."""
+        return [TrainingStage(start=0)]
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    """A span of training, from step ``start`` to the next stage's start (or the end).
+
+    Attributes:
+        start: first step of the stage.
+        parts: every step sums the losses of the field decoded with its first k parts, for
+            each k here (one optimizer step); ``()`` decodes the whole field once.
+        frozen: parts whose parameters must not change in this stage: the engine keeps them
+            out of a fresh optimizer built when the stage begins, so they stay bit-identical.
+    """
+
+    start: int
+    parts: Tuple[int, ...] = ()
+    frozen: Tuple[int, ...] = ()
+
 
 # ---------------------------------------------------------------------------- inits
 

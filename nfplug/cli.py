@@ -8,6 +8,7 @@ against a config type built from the chosen plugins' own ``Config`` dataclasses,
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ commands:
   train     train a field on a scene (Blender-format folder, or the built-in demo)
   eval      evaluate a trained run on held-out views, write metrics.json
   render    render a trained run along a camera path (PNG frames, depth maps, mp4)
+  export    write a trained run for streaming (--format stream: one chunk per part)
   plugins   list the installed fields, inits and samplers
 
 'nfplug COMMAND --help' shows a command's options."""
@@ -33,7 +35,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    commands = {"train": cmd_train, "eval": cmd_eval, "render": cmd_render, "plugins": cmd_plugins}
+    commands = {"train": cmd_train, "eval": cmd_eval, "render": cmd_render, "export": cmd_export, "plugins": cmd_plugins}
     if command not in commands:
         print(f"nfplug: error: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -187,22 +189,32 @@ class EvalArgs:
     run's held-out split."""
     device: str = "auto"
     """'cpu', 'cuda' or 'auto'."""
+    parts: Optional[int] = None
+    """Streamable fields: decode from the first k parts only (default: all, and every k is
+    reported with its parameter count)."""
 
 
 def cmd_eval(argv: List[str]) -> int:
-    from nfplug.training.evaluation import evaluate_views, write_metrics
+    from nfplug.training.evaluation import evaluate_parts, evaluate_views, write_metrics
     from nfplug.training.run import load_run
 
     args = parse_with_tyro(EvalArgs, _positional_run(argv), "nfplug eval", "Evaluate a run on held-out views.")
     run = load_run(Path(args.run), args.device)
     split = _checked_split(run.task, args.split or run.task.eval_split_name)
+    run.field.set_parts(args.parts)
     metrics = evaluate_views(run.task, run.field, split)
     metrics["step"] = run.step
     macs = run.field.inference_macs_per_sample()
     if macs is not None:
         metrics["macs_per_sample"] = macs
-    path = write_metrics(run.run_dir, metrics)
+    if args.parts is None and run.field.n_parts() > 1:
+        metrics["parts"] = evaluate_parts(run.task, run.field, split)
+    else:
+        metrics["decoded_parts"] = args.parts or run.field.n_parts()
+    path = write_metrics(run.run_dir, metrics, "metrics.json" if args.parts is None else f"metrics_parts{args.parts}.json")
     print(f"{split}: PSNR {metrics['mean']['psnr']:.2f} dB, SSIM {metrics['mean']['ssim']:.4f} over {len(metrics['views'])} views (step {run.step}) -> {path}")
+    for row in metrics.get("parts", []):
+        print(f"  first {row['parts']} part(s): {row['params']:>9,} parameters, PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}")
     if macs is not None:
         print(f"inference cost: {macs:,.0f} multiply-accumulates per sample")
     return 0
@@ -224,6 +236,8 @@ class RenderArgs:
     """Output folder (default: RUN/renders/PATH)."""
     device: str = "auto"
     """'cpu', 'cuda' or 'auto'."""
+    parts: Optional[int] = None
+    """Streamable fields: decode from the first k parts only (default: all)."""
 
 
 def cmd_render(argv: List[str]) -> int:
@@ -236,16 +250,43 @@ def cmd_render(argv: List[str]) -> int:
     if not args.scale > 0:
         raise NfplugError("--scale: must be positive")
     run = load_run(Path(args.run), args.device)
+    run.field.set_parts(args.parts)
+    suffix = f"_parts{args.parts}" if args.parts else ""
     if run.task.name == "image":
         out = Path(args.output) if args.output else run.run_dir / "renders"
-        written = write_image(run.task.render_image(run.field, args.scale), out / f"reconstruction_x{args.scale:g}.png")
+        written = write_image(run.task.render_image(run.field, args.scale), out / f"reconstruction_x{args.scale:g}{suffix}.png")
         print(f"rendered {written}")
         return 0
     if args.path != "orbit":
         _checked_split(run.task, args.path)
-    out = Path(args.output) if args.output else run.run_dir / "renders" / args.path
+    out = Path(args.output) if args.output else run.run_dir / "renders" / f"{args.path}{suffix}"
     written = render_path(run.task, run.field, args.path, out, frames=args.frames, fps=args.fps, scale=args.scale)
     print(f"rendered {written.n_frames} frames -> {out} (video: {written.video})")
+    return 0
+
+
+@dataclass(frozen=True)
+class ExportArgs:
+    run: str
+    """Run directory written by nfplug train."""
+    format: Literal["stream"] = "stream"
+    """stream: one chunk per part of the field, in order, plus manifest.json."""
+    output: Optional[str] = None
+    """Output folder (default: RUN/export-stream)."""
+
+
+def cmd_export(argv: List[str]) -> int:
+    from nfplug.export import export_stream
+    from nfplug.training.run import load_run
+
+    args = parse_with_tyro(ExportArgs, _positional_run(argv), "nfplug export", "Export a trained run.")
+    run = load_run(Path(args.run), "cpu")
+    out = Path(args.output) if args.output else run.run_dir / f"export-{args.format}"
+    manifest = export_stream(run, out)
+    chunks = json.loads(manifest.read_text())["chunks"]
+    for chunk in chunks:
+        print(f"  {chunk['file']}: part {chunk['part']}, {chunk['params']:,} parameters, {chunk['bytes']:,} bytes")
+    print(f"exported {len(chunks)} chunk(s) -> {out} (manifest: {manifest.name})")
     return 0
 
 

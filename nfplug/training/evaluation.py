@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -49,6 +49,26 @@ def evaluate_views(
     if with_ssim:
         mean["ssim"] = float(np.mean([v["ssim"] for v in views]))
     return {"split": split, "views": views, "mean": mean}
+
+
+def evaluate_parts(task: Any, field: Any, split: str, **kwargs: Any) -> List[Dict[str, Any]]:
+    """A streamable field decoded from its first k parts, for every k:
+    ``[{"parts": k, "params": ..., "psnr": ..., "ssim": ...}]`` (the field decodes all parts after)."""
+    rows = []
+    try:
+        for k in range(1, field.n_parts() + 1):
+            field.set_parts(k)
+            mean = evaluate_views(task, field, split, **kwargs)["mean"]
+            rows.append({"parts": k, "params": part_parameter_count(field, k), **mean})
+    finally:
+        field.set_parts(None)
+    return rows
+
+
+def part_parameter_count(field: Any, k: int) -> int:
+    """Parameters in the first ``k`` parts of a field (what a client needs to decode them)."""
+    params = dict(field.named_parameters())
+    return sum(params[name].numel() for name, part in field.parameter_parts().items() if part <= k)
 
 
 def _hwc3(image: Any) -> np.ndarray:

@@ -3,17 +3,22 @@
 One step::
 
     batch = sampler.sample(step)              # image index, pixel_xy, loss weight per ray
-    pred, gt = task.train_forward(field, batch)
+    pred, gt = task.train_forward(field, batch)  # (once per decoded width for slimmable fields)
     per_ray = mean_c (pred - gt)^2            # handed back to the sampler
     batch.weight = sampler.loss_weight(...)   # may depend on this step's errors
     loss = mean(batch.weight * per_ray)
     loss.backward(); adam.step()
     d per_ray / d pixel_xy                    # only if the sampler asks for it (same backward)
     sampler.update(feedback)
+
+A field may train in stages (``Field.training_stages``, e.g. a streamable field's parts one
+after another): each stage starts a fresh Adam over the parameters it does not freeze, and its
+own learning-rate schedule.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -26,12 +31,12 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from nfplug.api import SamplerContext, StepFeedback
+from nfplug.api import Field, SamplerContext, StepFeedback, TrainingStage
 from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
 from nfplug.runtime import retain_freed_memory
 from nfplug.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, restoring, save_checkpoint
-from nfplug.training.evaluation import evaluate_views, write_metrics
+from nfplug.training.evaluation import evaluate_parts, evaluate_views, write_metrics
 from nfplug.training.history import History
 from nfplug.training.run import build_field, plugin_classes, save_run_config, select_device
 from nfplug.training.tasks import build_task
@@ -78,9 +83,10 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
 
     n_trainable = int(task.train_mask.sum()) if task.train_mask is not None else task.images.shape[:3].numel()
     batch_size = n_trainable if config.batch_size == 0 else config.batch_size
-    params = [p for p in field.parameters() if p.requires_grad]
-    peak_lr = config.optim.lr if config.optim.lr is not None else classes["field"].default_lr
-    optimizer = torch.optim.Adam(params, lr=peak_lr, eps=config.optim.eps, weight_decay=config.optim.weight_decay)
+    peak_lr = config.optim.lr if config.optim.lr is not None else field.default_lr
+    stages = field.training_stages(config.max_steps)
+    stage_index = _stage_index(stages, 0)
+    optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr)
     sampler = classes["sampler"](
         config.sampler,
         SamplerContext(
@@ -103,12 +109,16 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
         ckpt = load_checkpoint(path, map_location=device)
         with restoring(path):
             field.load_state_dict(ckpt["field"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            step = int(ckpt["step"])
+            stage_index = _stage_index(stages, step)
+            optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr)
+            if int(ckpt.get("stage", 0)) == stage_index:  # else the checkpoint ends the previous stage
+                optimizer.load_state_dict(ckpt["optimizer"])
             task.load_state_dict(ckpt["task"])
             sampler.load_state_dict(ckpt["sampler"])
             generator.set_state(ckpt["rng"]["generator"])
             torch.set_rng_state(ckpt["rng"]["torch"])
-            step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+            elapsed = float(ckpt["elapsed"])
     history = History.load(run_dir)
     history.truncate(step)
     pending_marks = sorted(t for t in config.eval_at_seconds if t > elapsed)
@@ -119,6 +129,7 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
             {
                 "field": field.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "stage": stage_index,
                 "task": task.state_dict(),
                 "sampler": sampler.state_dict(),
                 "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
@@ -133,25 +144,43 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
     interrupted = False
     field.train()
     previous_handlers = _stop_on_signals()
+    late = [s for s in stages if s.start >= config.max_steps]
+    if late:
+        tqdm.write(f"nfplug: warning: {len(late)} of the field's {len(stages)} training stages start after --max-steps {config.max_steps}")
     try:
         while step < config.max_steps and (config.max_time is None or elapsed < config.max_time):
             t0 = time.perf_counter()
-            progress = max(step / config.max_steps, elapsed / config.max_time if config.max_time else 0.0)
-            lr = learning_rate(config, peak_lr, step, progress)
+            if _stage_index(stages, step) != stage_index:
+                stage_index = _stage_index(stages, step)
+                optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr)
+                tqdm.write(f"step {step}: training stage {stage_index + 1} of {len(stages)} ({_describe(stages[stage_index])})")
+            stage = stages[stage_index]
+            stage_end = stages[stage_index + 1].start if stage_index + 1 < len(stages) else config.max_steps
+            stage_progress = (step - stage.start) / max(1, stage_end - stage.start)
+            progress = max(stage_progress, elapsed / config.max_time if config.max_time else 0.0)
+            lr = learning_rate(config, peak_lr, step - stage.start, progress)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
+            decoded = stage.parts or (None,)  # the widest last: the sampler learns from it
+            field.set_parts(decoded[-1])
             warning = task.before_step(step, field)
             if warning:
                 tqdm.write(f"nfplug: warning: {warning}")
             batch = sampler.sample(step, generator)
+            narrower = []
+            for parts in decoded[:-1]:
+                field.set_parts(parts)
+                pred, gt, _ = task.train_forward(field, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator)
+                narrower.append(((pred - gt) ** 2).mean(dim=-1))
+            field.set_parts(decoded[-1])
             if sampler.needs_position_grad:
                 batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
             pred, gt, stats = task.train_forward(field, batch, generator)
             per_ray = ((pred - gt) ** 2).mean(dim=-1)
             error = (pred - gt).detach().abs().sum(dim=-1)
             batch.weight = sampler.loss_weight(step, batch, per_ray.detach(), error).detach()
-            loss = (batch.weight * per_ray).mean()
+            loss = (batch.weight * per_ray).mean() + sum((batch.weight * other).mean() for other in narrower)
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -213,7 +242,10 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
         return TrainResult(run_dir, step, None, True)
 
     field.eval()
+    field.set_parts(None)
     metrics = evaluate_views(task, field, eval_split, writer=writer, step=step)
+    if field.n_parts() > 1:
+        metrics["parts"] = evaluate_parts(task, field, eval_split)
     metrics.update({"step": step, "train_seconds": round(elapsed, 2), "peak_memory_mb": round(peak_memory_mb(device), 1)})
     write_metrics(run_dir, metrics)
     writer.add_scalar(f"{eval_split}/psnr", metrics["mean"]["psnr"], step)
@@ -225,6 +257,29 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
         f"SSIM {metrics['mean']['ssim']:.4f} over {len(metrics['views'])} views -> {run_dir}"
     )
     return TrainResult(run_dir, step, metrics, False)
+
+
+def _stage_index(stages: List[TrainingStage], step: int) -> int:
+    return max(i for i, stage in enumerate(stages) if stage.start <= step or i == 0)
+
+
+def _stage_optimizer(config: Any, field: Field, stage: TrainingStage, lr: float) -> torch.optim.Optimizer:
+    """A fresh Adam over the parameters ``stage`` trains; frozen parts stop taking gradients,
+    so nothing (moments, weight decay) can move them."""
+    parts = field.parameter_parts()
+    params = []
+    for name, param in field.named_parameters():
+        if stage.frozen and parts.get(name, 1) in stage.frozen:
+            param.requires_grad_(False)
+        elif stage.frozen or param.requires_grad:
+            param.requires_grad_(True)
+            params.append(param)
+    return torch.optim.Adam(params, lr=lr, eps=config.optim.eps, weight_decay=config.optim.weight_decay)
+
+
+def _describe(stage: TrainingStage) -> str:
+    frozen = f", parts {', '.join(map(str, stage.frozen))} frozen" if stage.frozen else ""
+    return f"decoding {', '.join(map(str, stage.parts)) or 'all'} parts{frozen}"
 
 
 def _periodic_eval(task: Any, field: Any, split: str, n_views: int, writer: SummaryWriter, step: int, elapsed: float) -> Dict[str, Any]:
