@@ -110,6 +110,8 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
         with restoring(path):
             field.load_state_dict(ckpt["field"])
             step = int(ckpt["step"])
+            if "stages" in ckpt:  # the plan the run started with, even if --max-steps changed
+                stages = [TrainingStage(int(s["start"]), tuple(s["parts"]), tuple(s["frozen"])) for s in ckpt["stages"]]
             stage_index = _stage_index(stages, step)
             optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr)
             if int(ckpt.get("stage", 0)) == stage_index:  # else the checkpoint ends the previous stage
@@ -130,6 +132,7 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
                 "field": field.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "stage": stage_index,
+                "stages": [dataclasses.asdict(stage) for stage in stages],
                 "task": task.state_dict(),
                 "sampler": sampler.state_dict(),
                 "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
@@ -244,8 +247,8 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
     field.eval()
     field.set_parts(None)
     metrics = evaluate_views(task, field, eval_split, writer=writer, step=step)
-    if field.n_parts() > 1:
-        metrics["parts"] = evaluate_parts(task, field, eval_split)
+    if field.n_parts() > 1:  # on the periodic-eval views: K full evaluations of a scene take long
+        metrics["parts"] = evaluate_parts(task, field, eval_split, indices=_eval_indices(task, eval_split, config.eval_views), with_ssim=False)
     metrics.update({"step": step, "train_seconds": round(elapsed, 2), "peak_memory_mb": round(peak_memory_mb(device), 1)})
     write_metrics(run_dir, metrics)
     writer.add_scalar(f"{eval_split}/psnr", metrics["mean"]["psnr"], step)
@@ -256,7 +259,16 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
         f"nfplug: trained {step} steps in {elapsed:.0f} s; {eval_split} PSNR {metrics['mean']['psnr']:.2f} dB, "
         f"SSIM {metrics['mean']['ssim']:.4f} over {len(metrics['views'])} views -> {run_dir}"
     )
+    for row in metrics.get("parts", []):
+        print(f"  first {row['parts']} part(s): {row['params']:>9,} parameters, {eval_split} PSNR {row['psnr']:.2f} dB")
     return TrainResult(run_dir, step, metrics, False)
+
+
+def _eval_indices(task: Any, split: str, n_views: int) -> List[int]:
+    """``n_views`` view indices spread evenly over ``split``."""
+    n = task.n_views(split)
+    k = max(1, min(n, n_views))
+    return sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
 
 
 def _stage_index(stages: List[TrainingStage], step: int) -> int:
@@ -285,9 +297,7 @@ def _describe(stage: TrainingStage) -> str:
 def _periodic_eval(task: Any, field: Any, split: str, n_views: int, writer: SummaryWriter, step: int, elapsed: float) -> Dict[str, Any]:
     """PSNR on ``n_views`` held-out views spread over the split; -> a history row."""
     field.eval()
-    n = task.n_views(split)
-    k = max(1, min(n, n_views))
-    indices: List[int] = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
+    indices = _eval_indices(task, split, n_views)
     metrics = evaluate_views(task, field, split, indices=indices, writer=writer, step=step, with_ssim=False)
     psnr = metrics["mean"]["psnr"]
     writer.add_scalar(f"{split}/psnr_subset", psnr, step)

@@ -109,7 +109,7 @@ class StreamableField(Field):
     def __init__(self, config: "StreamableField.Config", context: FieldContext) -> None:
         super().__init__(config, context)
         c = config
-        widths = c.widths or (SCENE_WIDTHS if context.task == "scene" else IMAGE_WIDTHS)
+        widths = c.widths if c.widths is not None else (SCENE_WIDTHS if context.task == "scene" else IMAGE_WIDTHS)
         if not widths or any(b <= a for a, b in zip((0, *widths[:-1]), widths)):
             raise NfplugError(f"--field.widths: must be increasing positive widths, one per part, got {list(widths)}")
         if c.steps_per_stage < 0:
