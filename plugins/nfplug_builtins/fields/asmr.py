@@ -9,8 +9,14 @@ level ``i + 1`` through a bias-free linear map (as in the authors' code, stevolo
 ``models/asmr.py``):
 
     h_{-1} = x_0
-    h_i = sin(w0 (W_i h_{i-1} + b_i + M_i x_{i+1})),   i = 0 .. L-2
+    h_i = sin(w0 (W_i h_{i-1} + b_i + w0 M_i x_{i+1})),   i = 0 .. L-2
     rgb = W_out h_{L-2} + b_out
+
+The modulation is scaled by ``w0`` before the sine's own ``w0`` and ``M_i`` keeps PyTorch's
+default ``U(-1/sqrt(2), 1/sqrt(2))``, as in the authors' code (``Modulator.forward`` returns
+``w0 * linear(x)``): under Adam this makes the per-level digit embeddings move ``w0`` times
+faster, which the fit needs (kodim05 at 192x128, 200 full-batch steps at 1e-4: 28.2 dB without
+the factor, 32.0 dB with it).
 
 ``W_i h_{i-1}`` depends only on the levels ``<= i``, so at inference it is computed once per
 cell of that coarse grid and repeated; :meth:`ASMRField.render_grid` does this, only the last
@@ -65,7 +71,7 @@ def digits(index: Tensor, bases: Tuple[int, ...]) -> Tensor:
 class ASMRField(Field):
     """Multi-resolution SIREN with per-level modulators; shared-activation grid rendering."""
 
-    default_lr = 1e-4  # a SIREN underneath; the authors train ASMR with Adam at 1e-4 too
+    default_lr = 1e-4  # a SIREN underneath; the authors use Adam at 1e-4 (cosine-annealed to 1e-5 over 10k steps)
 
     @dataclass(frozen=True)
     class Config:
@@ -99,12 +105,9 @@ class ASMRField(Field):
             raise NfplugError(f"--field.levels (or the bases' length) must be >= 2, got {levels}")
         widths = [2] + [f] * (levels - 1) + [context.out_channels]
         self.net = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        # Modulators keep nn.Linear's default init, as in the authors' code (no SIREN init on them).
         self.modulators = nn.ModuleList(nn.Linear(2, f, bias=False) for _ in range(levels - 1))
         siren_uniform_(self.layers(), c.omega_0)
-        with torch.no_grad():
-            # A modulator reads a coordinate like SIREN's first layer: same U(-1/fan_in, 1/fan_in).
-            for m in self.modulators:
-                m.weight.uniform_(-0.5, 0.5)
 
     def _bases(self, given: Tuple[int, ...], axis: int, name: str) -> Tuple[int, ...]:
         size = None if self.context.resolution is None else self.context.resolution[axis]
@@ -138,13 +141,13 @@ class ASMRField(Field):
         w0 = self.config.omega_0
         h = x[:, 0]
         for i, modulator in enumerate(self.modulators):
-            h = torch.sin(w0 * (self.net[i](h) + modulator(x[:, i + 1])))
+            h = torch.sin(w0 * (self.net[i](h) + w0 * modulator(x[:, i + 1])))
         return self.net[-1](h)
 
     def render_grid(self) -> Tensor:
         """The whole image ``[H, W, C]`` with shared activations: layer ``i``'s matrix product runs
         once per cell of the grid of levels ``<= i``, is repeated to the next level's grid and gets
-        that level's modulation (a ``[b_y, b_x, F]`` table, tiled) added."""
+        that level's modulation (a ``[b_y, b_x, F]`` table, times ``w0``, tiled) added."""
         w0, device = self.config.omega_0, self.net[0].weight.device
         tables = [self._level_table(k, device) for k in range(len(self.bases_x))]
         h = tables[0]  # [b_y0, b_x0, 2]
@@ -153,7 +156,7 @@ class ASMRField(Field):
             by, bx = self.bases_y[i + 1], self.bases_x[i + 1]
             rows, cols = z.shape[:2]
             z = z.repeat_interleave(by, dim=0).repeat_interleave(bx, dim=1)
-            h = torch.sin(w0 * (z + modulator(tables[i + 1]).repeat(rows, cols, 1)))
+            h = torch.sin(w0 * (z + w0 * modulator(tables[i + 1]).repeat(rows, cols, 1)))
         return self.net[-1](h)
 
     def _level_table(self, k: int, device: torch.device) -> Tensor:
