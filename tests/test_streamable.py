@@ -205,3 +205,13 @@ def test_streamable_scene_with_softmine(tmp_path: Path) -> None:
     rows = json.loads((run_dir / "metrics.json").read_text())["parts"]
     assert [row["parts"] for row in rows] == [1, 2, 3, 4] and all(np.isfinite(row["psnr"]) for row in rows)
     assert main(["train", "--resume", str(run_dir), "--max-steps", "10", "--no-progress"]) == 0
+
+
+def test_resume_mid_stage_and_at_a_boundary_continues_identically(photo: Path, progressive_runs, tmp_path: Path) -> None:
+    straight = load_run(progressive_runs[1], "cpu")  # 120 steps: stages 1 and 2 in one go
+    for stop in (90, 60):  # inside stage 2, and exactly where stage 2 begins
+        run_dir = train_image(photo, tmp_path / f"stop{stop}", stop)
+        assert main(["train", "--resume", str(run_dir), "--max-steps", "120", "--no-progress", "--threads", "1"]) == 0
+        resumed = load_run(run_dir, "cpu")
+        for (name, a), (_, b) in zip(straight.field.named_parameters(), resumed.field.named_parameters()):
+            assert torch.equal(a, b), (stop, name)
