@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from nfplug.api import Field, FieldContext
 from nfplug.config import from_json_dict, to_json_dict
 from nfplug.errors import NfplugError
-from nfplug.training.run import LoadedRun, config_type, plugin_classes, write_json_atomic
+from nfplug.training.run import LoadedRun, config_type, plugin_classes, read_json, write_json_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = "nfplug-stream"
@@ -70,12 +69,7 @@ def export_stream(run: LoadedRun, out: Path) -> Path:
 
 def read_manifest(folder: Path) -> Dict[str, Any]:
     path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise NfplugError(f"{path}: missing; {folder} is not an nfplug stream export")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise NfplugError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from e
+    manifest = read_json(path, f"{folder} is not an nfplug stream export")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise NfplugError(f"{path}: not an {FORMAT} manifest")
     if manifest.get("version") != VERSION:

@@ -170,6 +170,11 @@ def test_stream_export_decodes_like_parts(progressive_runs, tmp_path: Path, caps
     with pytest.raises(NfplugError, match="part-02.pt: incomplete or corrupted"):
         load_stream(out, 2)
     assert load_stream(out, 1)[0].parts == 1
+    with pytest.raises(NfplugError, match="manifest.json: missing"):
+        load_stream(tmp_path / "first1" / "nothing")
+    (partial / "manifest.json").write_text("{")
+    with pytest.raises(NfplugError, match="manifest.json: not valid JSON"):
+        load_stream(partial)
 
 
 def test_slimmable_trains_every_width(photo: Path, tmp_path: Path) -> None:

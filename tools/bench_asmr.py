@@ -43,9 +43,11 @@ from torch import Tensor
 from nfplug import registry
 from nfplug.api import Field, FieldContext
 from nfplug.errors import NfplugError
-from nfplug.metrics import psnr, psnr_from_mse
+from nfplug.metrics import psnr
 from nfplug.runtime import retain_freed_memory
-from nfplug.training.image_task import load_image, pixel_to_coords
+from nfplug.training.image_task import load_image
+
+from bench_image_init import pixel_grid, train_full_batch  # tools/ is on sys.path when run as a script
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 FIELDS = ("asmr", "siren")
@@ -75,12 +77,6 @@ class BenchConfig:
     """Folder of the Kodak PNGs."""
     out: str = "bench_out/asmr"
     """Output folder (results.json, psnr_curves.png)."""
-
-
-def pixel_grid(height: int, width: int) -> Tensor:
-    """``[H * W, 2]`` field coordinates of the pixel centres, row-major."""
-    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    return pixel_to_coords(torch.stack([cols, rows], -1).reshape(-1, 2).float() + 0.5, width, height)
 
 
 def build(config: BenchConfig, name: str, context: FieldContext) -> Field:
@@ -136,17 +132,8 @@ def fit(config: BenchConfig, name: str, image: Tensor) -> Dict:
     coords, target = pixel_grid(height, width), image.reshape(-1, channels)
     field = build(config, name, FieldContext("image", (-1.0, -1.0, 1.0, 1.0), channels, (height, width)))
     lr = config.lr if config.lr is not None else type(field).default_lr
-    optimizer = torch.optim.Adam(field.parameters(), lr=lr)
-    curve, times, elapsed = [], [], 0.0
-    for _ in range(config.steps + 1):
-        t0 = time.perf_counter()
-        loss = ((field(coords) - target) ** 2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        elapsed += time.perf_counter() - t0
-        curve.append(psnr_from_mse(loss.item()))
-        times.append(elapsed)
+    curve, times = train_full_batch(field, coords, target, lr, config.steps)
+    elapsed = times[-1]
     # The last step updated the weights after its loss: evaluate the field as it ends.
     render = renderer(field, coords, height, width, config.chunk)
     rendered = render()

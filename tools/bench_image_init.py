@@ -128,11 +128,24 @@ def fit(
     field = field_cls(field_cls.Config(config.hidden_features, config.hidden_layers), FieldContext("image", (-1.0, -1.0, 1.0, 1.0), channels))
     init_config = init_cls.Config(alpha=alpha) if alpha is not None else init_cls.Config()
     init_cls(init_config).apply(field, torch.Generator().manual_seed(config.seed))
-    optimizer = torch.optim.Adam(field.parameters(), lr=config.lr)
+    curve, times = train_full_batch(field, train_coords, train_target, config.lr, steps, stop_db)
+    result = {"psnr": curve, "time": times}
+    if train_mask is not None:
+        with torch.no_grad():
+            pred = field(coords)
+        result["heldout_psnr"] = psnr(pred[~mask], target[~mask])
+        result["train_half_psnr"] = psnr(pred[mask], target[mask])
+    return result
+
+
+def train_full_batch(field: torch.nn.Module, coords: Tensor, target: Tensor, lr: float, steps: int, stop_db: float = 0.0) -> Tuple[List[float], List[float]]:
+    """Full-batch Adam on the MSE for ``steps + 1`` updates (or until the train PSNR reaches
+    ``stop_db``); -> (PSNR before each update, training seconds until it was measured)."""
+    optimizer = torch.optim.Adam(field.parameters(), lr=lr)
     curve, times, elapsed = [], [], 0.0
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        loss = ((field(train_coords) - train_target) ** 2).mean()
+        loss = ((field(coords) - target) ** 2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -141,13 +154,7 @@ def fit(
         times.append(elapsed)
         if stop_db and curve[-1] >= stop_db:
             break
-    result = {"psnr": curve, "time": times}
-    if train_mask is not None:
-        with torch.no_grad():
-            pred = field(coords)
-        result["heldout_psnr"] = psnr(pred[~mask], target[~mask])
-        result["train_half_psnr"] = psnr(pred[mask], target[mask])
-    return result
+    return curve, times
 
 
 def first_reach(curve: List[float], times: List[float], db: float) -> Tuple[Optional[int], Optional[float]]:

@@ -65,17 +65,23 @@ def save_run_config(run_dir: Path, config: Any, names: Dict[str, str]) -> None:
     write_json_atomic(run_dir / CONFIG_FILE, to_json_dict(config, names))
 
 
+def read_json(path: Path, missing: str) -> Any:
+    """A JSON file's content; a one-line NfplugError naming it if it is absent (``missing``
+    says what that means) or not valid JSON."""
+    if not path.is_file():
+        raise NfplugError(f"{path}: missing; {missing}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise NfplugError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from e
+
+
 def read_run_config(run_dir: Path) -> Tuple[Dict[str, str], Dict[str, Any]]:
     """-> (plugin names, raw option values) of a run directory."""
     path = Path(run_dir) / CONFIG_FILE
     if not Path(run_dir).is_dir():
         raise NfplugError(f"{run_dir}: no such run directory")
-    if not path.is_file():
-        raise NfplugError(f"{path}: missing; {run_dir} is not an nfplug run directory")
-    try:
-        values = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise NfplugError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from e
+    values = read_json(path, f"{run_dir} is not an nfplug run directory")
     if not isinstance(values, dict) or not isinstance(values.get("plugins"), dict):
         raise NfplugError(f"{path}: not an nfplug run config (no 'plugins' entry)")
     names = {slot: str(values["plugins"].get(slot, DEFAULT_PLUGINS[slot])) for slot in PLUGIN_SLOTS}
