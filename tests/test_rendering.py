@@ -289,6 +289,15 @@ def test_march_single_occupied_cell():
     assert (counts[long_chord] >= 1).all()
 
 
+def test_march_rays_far_from_every_occupied_block_give_no_samples():
+    estimator = _estimator([-1.0] * 3 + [1.0] * 3, 32)
+    estimator.binaries[0, 0, 0, 0] = True  # one cell in the (-1, -1, -1) corner
+    rays_o = torch.tensor([[-5.0, 0.8, 0.8], [0.7, -5.0, 0.9]])
+    rays_d = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    ray_indices, t_starts, t_ends = march_rays(estimator, rays_o, rays_d, near_plane=0.0, far_plane=20.0, render_step_size=0.004)
+    assert ray_indices.shape == t_starts.shape == t_ends.shape == (0,)
+
+
 def test_block_pruning_changes_nothing(monkeypatch: pytest.MonkeyPatch):
     generator = torch.Generator().manual_seed(5)
     estimator = _estimator([-1.5] * 3 + [1.5] * 3, 64)

@@ -268,6 +268,8 @@ def _march_rays_cpu(
         k_first = k_first[row_ray] + (run_index * run).to(dtype)[:, None]
         width = run
         rays_o, rays_d, near, lo, hi = rays_o[row_ray], rays_d[row_ray], near[row_ray], lo[row_ray], hi[row_ray]
+        if row_ray.numel() == 0:  # every run of every ray lies far from the occupied blocks
+            return torch.empty(0, dtype=torch.long, device=device), empty, empty.clone()
 
     chunk = max(1, _MAX_CANDIDATES // width)
     indices, starts, ends = [], [], []
