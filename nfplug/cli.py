@@ -20,7 +20,7 @@ from nfplug.errors import NfplugError
 USAGE = """usage: nfplug COMMAND [OPTIONS]
 
 commands:
-  train     train a field on a scene (Blender-format folder, or the built-in demo)
+  train     train a field on a scene (Blender-format folder), an image file, or the built-in demo
   eval      evaluate a trained run on held-out views, write metrics.json
   render    render a trained run along a camera path (PNG frames, depth maps, mp4)
   export    write a trained run for streaming (--format stream: one chunk per part)
