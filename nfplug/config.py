@@ -65,10 +65,15 @@ class OptimConfig:
     """Adam weight decay (L2) on all field parameters."""
     warmup_steps: int = 100
     """Linear learning-rate warm-up steps."""
+    schedule: Literal["step", "cosine"] = "step"
+    """After warm-up: 'step' multiplies by decay_gamma at each of decay_milestones; 'cosine' anneals
+    from lr to min_lr over training (as the INT and SIREN image experiments do)."""
     decay_milestones: Tuple[float, ...] = (0.5, 0.75, 0.9)
-    """Fractions of training after which the learning rate is multiplied by decay_gamma."""
+    """Fractions of training after which the learning rate is multiplied by decay_gamma ('step' schedule)."""
     decay_gamma: float = 0.33
-    """Learning-rate decay factor at each milestone."""
+    """Learning-rate decay factor at each milestone ('step' schedule)."""
+    min_lr: float = 1e-6
+    """Learning rate at the end of training ('cosine' schedule)."""
 
 
 @dataclass(frozen=True)

@@ -130,3 +130,24 @@ def test_learning_rate_defaults_to_the_fields_own(image_file: Path, tmp_path: Pa
     assert load_checkpoint(latest_checkpoint(run))["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected)
     assert main(["train", "--resume", str(run), "--max-steps", "2", "--optim.lr", "0.003", "--optim.decay-milestones"]) == 0
     assert load_checkpoint(latest_checkpoint(run))["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.003)
+
+
+def test_learning_rate_schedules_hand_computed() -> None:
+    from nfplug.config import OptimConfig
+    from nfplug.training.trainer import learning_rate
+
+    class Config:
+        def __init__(self, **kw: object) -> None:
+            self.optim = OptimConfig(**kw)
+
+    step = Config(warmup_steps=4, decay_milestones=(0.5, 0.75), decay_gamma=0.1)
+    assert learning_rate(step, 1.0, 0, 0.0) == pytest.approx(0.25)  # warm-up: (0 + 1) / 4
+    assert learning_rate(step, 1.0, 10, 0.49) == pytest.approx(1.0)
+    assert learning_rate(step, 1.0, 10, 0.5) == pytest.approx(0.1)
+    assert learning_rate(step, 1.0, 10, 0.8) == pytest.approx(0.01)
+    cosine = Config(warmup_steps=0, schedule="cosine", min_lr=0.1)
+    assert learning_rate(cosine, 1.0, 0, 0.0) == pytest.approx(1.0)
+    assert learning_rate(cosine, 1.0, 10, 0.5) == pytest.approx(0.55)  # 0.1 + 0.9 * (1 + cos(pi / 2)) / 2
+    assert learning_rate(cosine, 1.0, 10, 0.25) == pytest.approx(0.1 + 0.9 * (1 + 0.5**0.5) / 2)
+    assert learning_rate(cosine, 1.0, 10, 1.0) == pytest.approx(0.1)
+    assert learning_rate(cosine, 0.05, 10, 1.0) == pytest.approx(0.05)  # min_lr above the peak: constant

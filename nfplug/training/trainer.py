@@ -50,9 +50,13 @@ class TrainResult:
 
 
 def learning_rate(config: Any, peak_lr: float, step: int, progress: float) -> float:
-    """Linear warm-up to ``peak_lr``, then step decay at fractions ``decay_milestones`` of training."""
+    """Linear warm-up to ``peak_lr``, then the schedule at ``progress`` (the fraction of training done):
+    step decay at fractions ``decay_milestones``, or cosine annealing to ``min_lr`` at progress 1."""
     o = config.optim
     warm = min(1.0, (step + 1) / max(1, o.warmup_steps))
+    if o.schedule == "cosine":
+        low = min(o.min_lr, peak_lr)
+        return warm * (low + (peak_lr - low) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
     n_decays = sum(progress >= m for m in o.decay_milestones)
     return peak_lr * warm * (o.decay_gamma**n_decays)
 
