@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
+import cv2
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -14,6 +17,19 @@ needs_lego = pytest.mark.skipif(not (LEGO / "transforms_train.json").is_file(), 
 
 # Small enough for a test, still a real NeRF run on the demo scene.
 TINY_TRAIN = ["--batch-size", "512", "--render.grid-resolution", "32", "--eval-every", "0", "--no-progress"]
+
+
+def smooth_image(height: int, width: int, freqs: Sequence[float] = (6.0, 5.0, 4.0)) -> np.ndarray:
+    """A smooth synthetic RGB image in [0.1, 0.9], (height, width, 3)."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    fx, fy, fd = freqs
+    return np.stack([0.5 + 0.4 * np.sin(fx * x), 0.5 + 0.4 * np.cos(fy * y), 0.5 + 0.3 * np.sin(fd * (x + y))], axis=-1)
+
+
+def write_png(path: Path, rgb: np.ndarray) -> Path:
+    """Write an RGB image in [0, 1] as an 8-bit PNG (OpenCV wants BGR)."""
+    assert cv2.imwrite(str(path), (rgb[..., ::-1] * 255).astype(np.uint8))
+    return path
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
+from conftest import smooth_image, write_png
 from test_fields_builtin import assert_all_params_get_finite_grads
 from nfplug.api import FieldContext
 from nfplug.cli import main
@@ -108,10 +107,7 @@ def test_bad_options_are_one_line_errors() -> None:
 
 
 def test_cli_trains_asmr(tmp_path: Path) -> None:
-    y, x = np.mgrid[0:32, 0:48] / 48
-    image = np.stack([0.5 + 0.4 * np.sin(9 * x), 0.5 + 0.4 * np.cos(7 * y), 0.5 + 0.3 * np.sin(6 * (x + y))], -1)
-    path = tmp_path / "photo.png"
-    cv2.imwrite(str(path), (image[..., ::-1] * 255).astype(np.uint8))
+    path = write_png(tmp_path / "photo.png", smooth_image(32, 48, freqs=(9, 7, 6)))
     run = tmp_path / "run"
     args = ["train", "--data", str(path), "--field", "asmr", "--field.levels", "3", "--optim.lr", "1e-3",
             "--batch-size", "0", "--max-steps", "50", "--no-progress", "--eval-every", "0", "--output", str(run)]  # fmt: skip

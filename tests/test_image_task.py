@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, smooth_image, write_png
 from nfplug.cli import main
 from nfplug.errors import NfplugError
 from nfplug.training.image_task import checkerboard, load_image, pixel_to_coords
@@ -18,9 +18,8 @@ from nfplug.training.image_task import checkerboard, load_image, pixel_to_coords
 KODAK = SHARED_DATA / "kodak" / "kodim05.png"
 
 
-def _smooth_image(height: int = 32, width: int = 40) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    return np.stack([0.5 + 0.4 * np.sin(6 * x), 0.5 + 0.4 * np.cos(5 * y), 0.5 + 0.3 * np.sin(4 * (x + y))], axis=-1)
+def _smooth_image() -> np.ndarray:
+    return smooth_image(32, 40)
 
 
 @pytest.mark.parametrize(
@@ -72,9 +71,7 @@ def test_coordinates_and_checkerboard() -> None:
 
 @pytest.fixture
 def image_file(tmp_path: Path) -> Path:
-    path = tmp_path / "smooth.png"
-    cv2.imwrite(str(path), (_smooth_image()[..., ::-1] * 255).astype(np.uint8))
-    return path
+    return write_png(tmp_path / "smooth.png", _smooth_image())
 
 
 def test_inferred_task_holdout_full_batch_and_render(image_file: Path, tmp_path: Path, capsys) -> None:

@@ -6,12 +6,10 @@ import json
 import math
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, smooth_image, write_png
 from test_fields_builtin import assert_all_params_get_finite_grads
 from nfplug.api import FieldContext
 from nfplug.cli import main
@@ -121,10 +119,7 @@ def test_weight_scaling_fits_a_photo_faster_than_siren() -> None:
 
 
 def test_cli_trains_siren_with_weight_scaling(tmp_path: Path) -> None:
-    y, x = np.mgrid[0:24, 0:32] / 32
-    image = np.stack([0.5 + 0.4 * np.sin(6 * x), 0.5 + 0.4 * np.cos(5 * y), 0.5 + 0.3 * np.sin(4 * (x + y))], -1)
-    path = tmp_path / "photo.png"
-    cv2.imwrite(str(path), (image[..., ::-1] * 255).astype(np.uint8))
+    path = write_png(tmp_path / "photo.png", smooth_image(24, 32))
     run = tmp_path / "run"
     args = ["train", "--data", str(path), "--field", "siren", "--init", "weight-scaling", "--init.alpha", "2",
             "--field.hidden-features", "32", "--optim.lr", "1e-4", "--batch-size", "0", "--max-steps", "5",

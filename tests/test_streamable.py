@@ -7,12 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, write_png
 from nfplug.api import FieldContext
 from nfplug.cli import main
 from nfplug.errors import NfplugError
@@ -90,9 +89,7 @@ def test_stages_parameter_counts_and_bad_options() -> None:
 def photo(tmp_path_factory) -> Path:
     y, x = np.mgrid[0:24, 0:32] / 8.0
     rgb = np.stack([np.sin(x * 2) * np.cos(y), np.cos(x * y), np.sin(x + 3 * y)], -1) * 0.45 + 0.5
-    path = tmp_path_factory.mktemp("img") / "photo.png"
-    cv2.imwrite(str(path), (rgb[..., ::-1] * 255).astype(np.uint8))
-    return path
+    return write_png(tmp_path_factory.mktemp("img") / "photo.png", rgb)
 
 
 def train_image(photo: Path, out: Path, steps: int, *extra: str) -> Path:
