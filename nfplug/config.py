@@ -29,6 +29,9 @@ class DataConfig:
     background: Literal["white", "black", "random"] = "white"
     """Background that transparent pixels are composited on while training
     ('random': a random colour per ray and step; evaluation always uses white)."""
+    gt_lookup: Literal["nearest", "bilinear"] = "nearest"
+    """Ground truth of a ray at a continuous pixel position (rays off pixel centres, e.g. from
+    --sampler softmine --sampler.no-snap): the nearest pixel, or bilinear between the 4 nearest."""
     val_split: str = "val"
     """Held-out split for periodic and final evaluation (falls back to 'test')."""
 

@@ -311,3 +311,23 @@ def test_alphas_recomposite_exactly_after_downscale(tmp_path: Path) -> None:
     assert 0.0 < white.alphas.min() < 1.0  # the tiny images are partly transparent
     # c_black = c_white - (1 - a) (1 - 0): compositing and area averaging are linear.
     assert torch.allclose(white.images - (1.0 - white.alphas), black.images, atol=1e-5)
+
+
+def test_lookup_pixels_nearest_and_bilinear_hand_computed() -> None:
+    from nfplug.training.scene_task import lookup_pixels
+
+    # one image, 2 rows x 3 columns, one channel: value = 10 * row + col
+    images = torch.tensor([[[0.0, 1.0, 2.0], [10.0, 11.0, 12.0]]]).unsqueeze(-1)
+    xy = torch.tensor([[0.5, 0.5], [2.5, 1.5], [1.0, 1.0], [1.25, 0.75], [0.1, 1.9], [2.9, 0.2]], requires_grad=True)
+    index = torch.zeros(len(xy), dtype=torch.long)
+    nearest = lookup_pixels(images, index, xy)[:, 0]
+    assert nearest.tolist() == [0.0, 12.0, 11.0, 1.0, 10.0, 2.0]
+    bilinear = lookup_pixels(images, index, xy, "bilinear")[:, 0]
+    # centres are exact; (1.0, 1.0) is halfway between 4 centres: (0 + 1 + 10 + 11) / 4;
+    # (1.25, 0.75): u = 0.75 between columns 0 and 1, v = 0.25 between rows 0 and 1;
+    # beyond the outer centres the border pixel is replicated.
+    expected = [0.0, 12.0, 5.5, 0.75 + 10 * 0.25, 10.0, 2.0]
+    assert bilinear.tolist() == pytest.approx(expected)
+    assert not bilinear.requires_grad
+    with pytest.raises(ValueError, match="unknown mode"):
+        lookup_pixels(images, index, xy, "cubic")

@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, write_png
 from nfplug import registry
 from nfplug.api import RayBatch, Sampler, SamplerContext, StepFeedback
 from nfplug.cli import main
@@ -275,8 +274,7 @@ def test_int_incremental_reselection_hand_computed() -> None:
 def _small_image(path: Path) -> Path:
     y, x = np.mgrid[0:24, 0:32] / 32.0
     rgb = np.stack([0.5 + 0.4 * np.sin(9 * x), 0.5 + 0.4 * np.cos(7 * y), (x > 0.5) * 0.8], axis=-1)
-    cv2.imwrite(str(path), (rgb[..., ::-1] * 255).astype(np.uint8))
-    return path
+    return write_png(path, rgb)
 
 
 @pytest.mark.parametrize("options", [["--sampler", "softmine"], ["--sampler", "int", "--sampler.refresh-rays", "256"]], ids=["softmine", "int"])
@@ -289,7 +287,11 @@ def test_train_scene_with_sampler(tmp_path: Path, options: List[str]) -> None:
     assert json.loads((run / "config.json").read_text())["plugins"]["sampler"] == options[1]
 
 
-@pytest.mark.parametrize("options", [["--sampler", "softmine"], ["--sampler", "int", "--batch-size", "0"]], ids=["softmine", "int-full-batch"])
+@pytest.mark.parametrize(
+    "options",
+    [["--sampler", "softmine"], ["--sampler", "softmine", "--sampler.no-snap", "--data.gt-lookup", "bilinear"], ["--sampler", "int", "--batch-size", "0"]],
+    ids=["softmine", "softmine-continuous-bilinear", "int-full-batch"],
+)
 def test_train_image_with_sampler(tmp_path: Path, options: List[str]) -> None:
     image = _small_image(tmp_path / "small.png")
     run = tmp_path / "run"
@@ -297,6 +299,9 @@ def test_train_image_with_sampler(tmp_path: Path, options: List[str]) -> None:
     assert main([*args, "--output", str(run), "--eval-every", "0", "--no-progress", *ONE_THREAD]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 30 and metrics["mean"]["psnr"] > 8.0
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["gt_lookup"] == ("bilinear" if "bilinear" in options else "nearest")
+    assert config["sampler"].get("snap", True) == ("--sampler.no-snap" not in options)
 
 
 # ------------------------------------------------------------------ the engine

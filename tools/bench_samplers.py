@@ -55,6 +55,9 @@ class BenchConfig:
     image_softmine_steps: int = 5000
     image_marks: Tuple[int, ...] = (1000, 2000, 5000)
     image_softmine_batch: int = 512
+    image_softmine_lookup: bool = False
+    """Also run softmine with rays off pixel centres (--sampler.no-snap), ground truth from the
+    nearest pixel and bilinear (--data.gt-lookup)."""
     scene: str = str(DATA / "nerf_synthetic" / "lego")
     scene_downscale: int = 4
     scene_steps: int = 300
@@ -161,7 +164,11 @@ def image_softmine(config: BenchConfig, out: Path) -> List[Dict]:
     for photo in config.softmine_kodak:
         data = ["--data", str(DATA / "kodak" / photo), "--data.downscale", str(config.image_downscale), *config.image_field]
         base = [*data, "--batch-size", str(config.image_softmine_batch), "--max-steps", str(last + 1), "--eval-every", "250"]
-        curves = {name: train(out / f"image-sm-{Path(photo).stem}-{name}", [*base, "--sampler", name], config.seed) for name in ("uniform", "softmine")}
+        variants = {"uniform": ["--sampler", "uniform"], "softmine": ["--sampler", "softmine"]}
+        if config.image_softmine_lookup:
+            for lookup in ("nearest", "bilinear"):
+                variants[f"softmine-no-snap-{lookup}"] = ["--sampler", "softmine", "--sampler.no-snap", "--data.gt-lookup", lookup]
+        curves = {name: train(out / f"image-sm-{Path(photo).stem}-{name}", [*base, *extra], config.seed) for name, extra in variants.items()}
         rows.append(
             {
                 "photo": photo,
@@ -258,7 +265,7 @@ def report(config: BenchConfig, results: Dict, out: Path) -> str:
             "|---|---|" + "---|" * len(marks) + "---|",
         ]
         for r in results["image-softmine"]:
-            for name in ("uniform", "softmine"):
+            for name in r["psnr"]:
                 cells = " | ".join(f"{r['psnr'][name][str(m)]:.2f}" for m in marks)
                 lines.append(f"| {r['photo']} | {name} | {cells} | {r['seconds'][name]:.0f} s |")
         lines.append("")

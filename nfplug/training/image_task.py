@@ -98,14 +98,14 @@ class ImageTask:
 
     def train_forward(self, field: Field, batch: RayBatch, generator: torch.Generator) -> tuple[Tensor, Tensor, Dict[str, float]]:
         pred = field(pixel_to_coords(batch.pixel_xy, self.width, self.height))
-        gt = lookup_pixels(self.images, batch.image_index, batch.pixel_xy)
+        gt = lookup_pixels(self.images, batch.image_index, batch.pixel_xy, self.data.gt_lookup)
         return pred, gt, {"samples_per_ray": 1.0}
 
     def predict_errors(self, field: Field, image_index: Tensor, pixel_xy: Tensor) -> Tensor:
         """Per-pixel L1 error summed over channels, without gradients."""
         with torch.no_grad():
             pred = self._render_coords(field, pixel_to_coords(pixel_xy, self.width, self.height))
-        return (pred - lookup_pixels(self.images, image_index, pixel_xy)).abs().sum(-1)
+        return (pred - lookup_pixels(self.images, image_index, pixel_xy, self.data.gt_lookup)).abs().sum(-1)
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()

@@ -23,15 +23,30 @@ def resolve_scene_root(path: str) -> Path:
     return ensure_demo_scene() if path == "demo" else Path(path)
 
 
-def lookup_pixels(images: Tensor, image_index: Tensor, pixel_xy: Tensor) -> Tensor:
-    """Ground truth at continuous pixel positions, nearest pixel (as the NeRF papers do).
+def lookup_pixels(images: Tensor, image_index: Tensor, pixel_xy: Tensor, mode: str = "nearest") -> Tensor:
+    """Ground truth at continuous pixel positions (pixel ``(c, r)`` covers ``[c, c+1) x [r, r+1)``).
 
-    images ``[N, H, W, C]``, image_index ``[B]``, pixel_xy ``[B, 2]`` -> ``[B, C]``.
+    ``mode`` 'nearest': the pixel the position falls in (as the NeRF papers do); 'bilinear':
+    interpolated between the 4 nearest pixel centres, borders replicated, so a pixel centre
+    gives exactly its pixel. images ``[N, H, W, C]``, image_index ``[B]``, pixel_xy ``[B, 2]``
+    -> ``[B, C]``; no gradient flows to ``pixel_xy``.
     """
     h, w = images.shape[1:3]
-    cols = pixel_xy[:, 0].detach().floor().long().clamp(0, w - 1)
-    rows = pixel_xy[:, 1].detach().floor().long().clamp(0, h - 1)
-    return images[image_index, rows, cols]
+    xy = pixel_xy.detach()
+    if mode == "nearest":
+        cols = xy[:, 0].floor().long().clamp(0, w - 1)
+        rows = xy[:, 1].floor().long().clamp(0, h - 1)
+        return images[image_index, rows, cols]
+    if mode != "bilinear":
+        raise ValueError(f"lookup_pixels: unknown mode {mode!r} (nearest, bilinear)")
+    u = (xy[:, 0] - 0.5).clamp(0, w - 1)
+    v = (xy[:, 1] - 0.5).clamp(0, h - 1)
+    c0, r0 = u.floor().long(), v.floor().long()
+    c1, r1 = (c0 + 1).clamp(max=w - 1), (r0 + 1).clamp(max=h - 1)
+    fu, fv = (u - c0).unsqueeze(-1), (v - r0).unsqueeze(-1)
+    top = images[image_index, r0, c0] * (1 - fu) + images[image_index, r0, c1] * fu
+    bottom = images[image_index, r1, c0] * (1 - fu) + images[image_index, r1, c1] * fu
+    return top * (1 - fv) + bottom * fv
 
 
 @dataclass
@@ -124,14 +139,14 @@ class SceneTask:
         rays_o, rays_d = generate_rays(self.cameras, batch.image_index, batch.pixel_xy)
         bkgd = self.background(rays_o.shape[0], generator)
         out = self.renderer.render(field, rays_o, rays_d, bkgd, stratified=True, generator=generator)
-        gt = lookup_pixels(self.images, batch.image_index, batch.pixel_xy)
+        gt = lookup_pixels(self.images, batch.image_index, batch.pixel_xy, self.data.gt_lookup)
         if self.data.background != "white":
             gt = self._recomposite(gt, batch, bkgd)
         return out.colors, gt, {"samples_per_ray": out.n_samples / max(1, rays_o.shape[0])}
 
     def _recomposite(self, gt_white: Tensor, batch: RayBatch, bkgd: Tensor) -> Tensor:
         """Ground truth on ``bkgd`` from the white-composited images and their alpha."""
-        a = lookup_pixels(self.alphas, batch.image_index, batch.pixel_xy)
+        a = lookup_pixels(self.alphas, batch.image_index, batch.pixel_xy, self.data.gt_lookup)
         return gt_white - (1.0 - a) * (1.0 - bkgd)
 
     def predict_errors(self, field: Field, image_index: Tensor, pixel_xy: Tensor) -> Tensor:
@@ -144,7 +159,7 @@ class SceneTask:
                 rays_o, rays_d = generate_rays(self.cameras, idx, xy)
                 bkgd = torch.ones(idx.shape[0], 3, device=self.device)
                 out = self.renderer.render(field, rays_o, rays_d, bkgd)
-                errors.append((out.colors - lookup_pixels(self.images, idx, xy)).abs().sum(-1))
+                errors.append((out.colors - lookup_pixels(self.images, idx, xy, self.data.gt_lookup)).abs().sum(-1))
         return torch.cat(errors) if errors else torch.zeros(0, device=self.device)
 
     # ------------------------------------------------------------ evaluation
