@@ -51,6 +51,8 @@ class BenchConfig:
     image_int_steps: Tuple[int, ...] = (300, 1000)
     """Steps T of the full-batch and int runs, one pair per value (the paper: 5000 at full resolution)."""
     image_int_photos: Tuple[str, ...] = ("kodim05.png",)
+    image_int_reselect: Tuple[str, ...] = ("incremental",)
+    """int's re-selection schedules to run (incremental, dense), each against the same full-batch run."""
     """Photos of the int comparison."""
     image_softmine_steps: int = 5000
     image_marks: Tuple[int, ...] = (1000, 2000, 5000)
@@ -135,26 +137,29 @@ def image_int(config: BenchConfig, out: Path) -> List[Dict]:
                 "--optim.schedule", "cosine", "--optim.warmup-steps", "0"]
         name = f"image-int-{Path(photo).stem}-x{config.image_downscale}-{steps}"
         full = train(out / f"{name}-full", [*base, "--sampler", "uniform"], config.seed)
-        teach = train(out / f"{name}-int", [*base, "--sampler", "int"], config.seed)
         target = psnr_at_step(full["eval"], steps)
-        int_total = [r for r in teach["eval"] if r["step"] == steps][0]["time"]
         full_time = first_reach(full["eval"], target, "time")
-        int_time = first_reach(teach["eval"], target, "time")
-        rows.append(
-            {
-                "photo": photo,
-                "target_psnr": target,
-                "full_time": full_time,
-                "int_time": int_time,
-                "int_step": first_reach(teach["eval"], target, "step"),
-                "steps": steps,
-                "int_psnr_at_steps": psnr_at_step(teach["eval"], steps),
-                "int_seconds": int_total,
-                "full_psnr_at_int_seconds": psnr_at_time(full["eval"], int_total),
-                "time_saved": None if int_time is None or not full_time else 1.0 - int_time / full_time,
-                "curves": {"full batch": full["eval"], "int": teach["eval"]},
-            }
-        )
+        for reselect in config.image_int_reselect:
+            suffix = "" if reselect == "incremental" else f"-{reselect}"
+            teach = train(out / f"{name}-int{suffix}", [*base, "--sampler", "int", "--sampler.reselect", reselect], config.seed)
+            int_total = [r for r in teach["eval"] if r["step"] == steps][0]["time"]
+            int_time = first_reach(teach["eval"], target, "time")
+            rows.append(
+                {
+                    "photo": photo,
+                    "reselect": reselect,
+                    "target_psnr": target,
+                    "full_time": full_time,
+                    "int_time": int_time,
+                    "int_step": first_reach(teach["eval"], target, "step"),
+                    "steps": steps,
+                    "int_psnr_at_steps": psnr_at_step(teach["eval"], steps),
+                    "int_seconds": int_total,
+                    "full_psnr_at_int_seconds": psnr_at_time(full["eval"], int_total),
+                    "time_saved": None if int_time is None or not full_time else 1.0 - int_time / full_time,
+                    "curves": {"full batch": full["eval"], f"int ({reselect})": teach["eval"]},
+                }
+            )
     return rows
 
 
@@ -238,18 +243,19 @@ def report(config: BenchConfig, results: Dict, out: Path) -> str:
     if "image-int" in results:
         h, w = 512 // config.image_downscale, 768 // config.image_downscale
         lines += [
-            f"**Images, `int` vs full batch** (SIREN 3x256, lr 1e-4, Kodak at {w}x{h}; T steps each)",
+            f"**Images, `int` vs full batch** (`{' '.join(config.image_field)}`, cosine-annealed to 1e-6; "
+            f"Kodak at {w}x{h}; T steps each)",
             "",
-            "| photo | T | full batch: PSNR @ T, time | int: time to that PSNR (steps) | time saved | int: PSNR @ T, time "
+            "| photo | T | int re-selection | full batch: PSNR @ T, time | int: time to that PSNR (steps) | time saved | int: PSNR @ T, time "
             "| full batch: PSNR at int's time | full batch: time to int's PSNR @ T | time saved at int's PSNR |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in results["image-int"]:
             saved = None if r["time_saved"] is None else 100 * r["time_saved"]
             full_to_int = first_reach(r["curves"]["full batch"], r["int_psnr_at_steps"], "time")
             saved_at_int = None if not full_to_int else 100 * (1.0 - r["int_seconds"] / full_to_int)
             lines.append(
-                f"| {r['photo']} | {r['steps']} | {r['target_psnr']:.2f} dB, {_fmt(r['full_time'])} s | "
+                f"| {r['photo']} | {r['steps']} | {r.get('reselect', 'incremental')} | {r['target_psnr']:.2f} dB, {_fmt(r['full_time'])} s | "
                 f"{_fmt(r['int_time'], '.1f', 'not reached in T steps')}{'' if r['int_time'] is None else ' s'} "
                 f"({_fmt(r['int_step'], '.0f', '-')}) | {_fmt(saved, '.0f', '-')}{'' if saved is None else '%'} | "
                 f"{r['int_psnr_at_steps']:.2f} dB, {r['int_seconds']:.1f} s | {r['full_psnr_at_int_seconds']:.2f} dB | "
@@ -320,7 +326,10 @@ def plot(config: BenchConfig, results: Dict, out: Path) -> List[Path]:
         paths.append(path)
 
     if "image-int" in results:
-        panels = [(f"{r['photo']}, {r['steps']} steps: int vs full batch", r["curves"], r["target_psnr"]) for r in results["image-int"]]
+        panels = [
+            (f"{r['photo']}, {r['steps']} steps: int ({r.get('reselect', 'incremental')}) vs full batch", r["curves"], r["target_psnr"])
+            for r in results["image-int"]
+        ]
         curves_figure(panels, "samplers_image_int.png")
     if "image-softmine" in results:
         curves_figure(
