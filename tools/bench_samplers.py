@@ -4,11 +4,13 @@ Usage (from the repo root, after ``pip install -e .``)::
 
     python tools/bench_samplers.py                       # everything, ~20 min on 2 CPU cores
     python tools/bench_samplers.py --parts image-int     # one part
+    python tools/bench_samplers.py --parts image-int --image-field="--field siren --field.hidden-features 128"
 
 Parts (every run is one ``nfplug train`` process with the same seed and one CPU thread;
-runs are sequential so they do not compete with each other; the learning rate is constant
-after warm-up (``--optim.decay-gamma 1``) so curves compare step for step; evaluation time
-is not training time):
+runs are sequential so they do not compete with each other; to use both cores, start a second
+benchmark with another ``--out`` or the same one with other runs, as finished runs are reused;
+evaluation time is not training time; the learning rate is constant after warm-up
+(``--optim.decay-gamma 1``) except in ``image-int``, which anneals as the authors' Kodak runs):
 
 - ``image-int``: SIREN 3x256 (lr 1e-4) on Kodak photos, ``int`` against full-batch
   training: the wall time ``int`` needs to reach the PSNR full batch has after
@@ -26,6 +28,7 @@ Writes ``results.json``, ``results.md`` (tables) and PNG plots to ``--out``.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -46,15 +49,14 @@ class BenchConfig:
     """Photos of the softmine comparison (5000 steps each, so fewer)."""
     image_downscale: int = 8
     """Kodak 768x512 -> 96x64 at 8 (full batch: 6144 pixels per step)."""
-    image_field: Tuple[str, ...] = ("--field", "siren", "--init", "siren", "--field.hidden-layers", "3", "--field.hidden-features", "256", "--optim.lr", "1e-4")
-    """Field options of the image runs (SIREN 3x256, lr 1e-4)."""
+    image_field: str = "--field siren --init siren --field.hidden-layers 3 --field.hidden-features 256 --optim.lr 1e-4"
+    """Field options of the image runs, one string given with '=' (--image-field="--field siren ...")."""
     image_int_steps: Tuple[int, ...] = (300, 1000)
     """Steps T of the full-batch and int runs, one pair per value (the paper: 5000 at full resolution)."""
     image_int_photos: Tuple[str, ...] = ("kodim05.png",)
+    """Photos of the int comparison."""
     image_int_reselect: Tuple[str, ...] = ("incremental",)
     """int's re-selection schedules to run (incremental, dense), each against the same full-batch run."""
-    """Photos of the int comparison."""
-    image_softmine_steps: int = 5000
     image_marks: Tuple[int, ...] = (1000, 2000, 5000)
     image_softmine_batch: int = 512
     image_softmine_lookup: bool = False
@@ -130,7 +132,7 @@ def psnr_at_step(evals: List[Dict], step: int) -> float:
 def image_int(config: BenchConfig, out: Path) -> List[Dict]:
     rows = []
     for photo, steps in [(p, t) for p in config.image_int_photos for t in config.image_int_steps]:
-        data = ["--data", str(DATA / "kodak" / photo), "--data.downscale", str(config.image_downscale), *config.image_field]
+        data = ["--data", str(DATA / "kodak" / photo), "--data.downscale", str(config.image_downscale), *shlex.split(config.image_field)]
         # max_steps + 1 so that step `steps` is a periodic evaluation like all the others. The learning
         # rate anneals to 1e-6 by a cosine over T steps, without warm-up, as in the authors' Kodak runs.
         base = [*data, "--batch-size", "0", "--max-steps", str(steps + 1), "--eval-every", str(_divisor_near(steps, steps // 40)),
@@ -167,7 +169,7 @@ def image_softmine(config: BenchConfig, out: Path) -> List[Dict]:
     rows = []
     last = max(config.image_marks)
     for photo in config.softmine_kodak:
-        data = ["--data", str(DATA / "kodak" / photo), "--data.downscale", str(config.image_downscale), *config.image_field]
+        data = ["--data", str(DATA / "kodak" / photo), "--data.downscale", str(config.image_downscale), *shlex.split(config.image_field)]
         base = [*data, "--batch-size", str(config.image_softmine_batch), "--max-steps", str(last + 1), "--eval-every", "250"]
         variants = {"uniform": ["--sampler", "uniform"], "softmine": ["--sampler", "softmine"]}
         if config.image_softmine_lookup:
@@ -243,7 +245,7 @@ def report(config: BenchConfig, results: Dict, out: Path) -> str:
     if "image-int" in results:
         h, w = 512 // config.image_downscale, 768 // config.image_downscale
         lines += [
-            f"**Images, `int` vs full batch** (`{' '.join(config.image_field)}`, cosine-annealed to 1e-6; "
+            f"**Images, `int` vs full batch** (`{config.image_field}`, cosine-annealed to 1e-6; "
             f"Kodak at {w}x{h}; T steps each)",
             "",
             "| photo | T | int re-selection | full batch: PSNR @ T, time | int: time to that PSNR (steps) | time saved | int: PSNR @ T, time "
