@@ -161,6 +161,8 @@ def _validate_train_config(config) -> None:
         (config.batch_size >= 0, "--batch-size: must be at least 1 (or 0 for full batch)"),
         (config.data.downscale >= 1, "--data.downscale: must be at least 1"),
         (config.optim.lr is None or config.optim.lr > 0, "--optim.lr: must be positive"),
+        (config.optim.min_lr >= 0, "--optim.min-lr: must be at least 0"),
+        (config.optim.warmup_steps >= 0, "--optim.warmup-steps: must be at least 0"),
         (config.render.grid_resolution >= 1, "--render.grid-resolution: must be at least 1"),
         (config.render.samples_per_cell > 0, "--render.samples-per-cell: must be positive"),
     ]

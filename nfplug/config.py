@@ -30,8 +30,9 @@ class DataConfig:
     """Background that transparent pixels are composited on while training
     ('random': a random colour per ray and step; evaluation always uses white)."""
     gt_lookup: Literal["nearest", "bilinear"] = "nearest"
-    """Ground truth of a ray at a continuous pixel position (rays off pixel centres, e.g. from
-    --sampler softmine --sampler.no-snap): the nearest pixel, or bilinear between the 4 nearest."""
+    """Ground truth of a ray at a continuous pixel position (rays off pixel centres, from
+    --sampler softmine --sampler.no-snap or --sampler uniform --sampler.jitter): the nearest pixel,
+    or bilinear between the 4 nearest (then d loss / d position includes the image's slope)."""
     val_split: str = "val"
     """Held-out split for periodic and final evaluation (falls back to 'test')."""
 
@@ -70,7 +71,8 @@ class OptimConfig:
     """Linear learning-rate warm-up steps."""
     schedule: Literal["step", "cosine"] = "step"
     """After warm-up: 'step' multiplies by decay_gamma at each of decay_milestones; 'cosine' anneals
-    from lr to min_lr over training (as the INT and SIREN image experiments do)."""
+    from lr to min_lr over training, or over each stage of a staged field (INT's image experiments
+    use cosine with --optim.warmup-steps 0)."""
     decay_milestones: Tuple[float, ...] = (0.5, 0.75, 0.9)
     """Fractions of training after which the learning rate is multiplied by decay_gamma ('step' schedule)."""
     decay_gamma: float = 0.33

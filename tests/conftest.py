@@ -28,7 +28,8 @@ def smooth_image(height: int, width: int, freqs: Sequence[float] = (6.0, 5.0, 4.
 
 def write_png(path: Path, rgb: np.ndarray) -> Path:
     """Write an RGB image in [0, 1] as an 8-bit PNG (OpenCV wants BGR)."""
-    assert cv2.imwrite(str(path), (rgb[..., ::-1] * 255).astype(np.uint8))
+    if not cv2.imwrite(str(path), (rgb[..., ::-1] * 255).astype(np.uint8)):
+        raise OSError(f"could not write {path}")
     return path
 
 

@@ -50,6 +50,8 @@ def test_unknown_plugin_names_valid_ones():
 def test_invalid_option_values_are_one_line_errors(capsys):
     assert main(["train", "--max-steps", "0"]) == 2
     assert capsys.readouterr().err.strip() == "nfplug: error: --max-steps: must be at least 1"
+    assert main(["train", "--optim.min-lr", "-1e-6"]) == 2
+    assert capsys.readouterr().err.strip() == "nfplug: error: --optim.min-lr: must be at least 0"
     assert main(["train", "--field"]) == 2
     assert "--field: expects a value" in capsys.readouterr().err
 

@@ -328,6 +328,10 @@ def test_lookup_pixels_nearest_and_bilinear_hand_computed() -> None:
     # beyond the outer centres the border pixel is replicated.
     expected = [0.0, 12.0, 5.5, 0.75 + 10 * 0.25, 10.0, 2.0]
     assert bilinear.tolist() == pytest.approx(expected)
-    assert not bilinear.requires_grad
+    # the slope of the interpolated image reaches pixel_xy: 1 per column, 10 per row inside,
+    # none where the border is replicated; nearest is piecewise constant (no gradient)
+    assert not nearest.requires_grad
+    bilinear.sum().backward()
+    assert xy.grad[2:].flatten().tolist() == pytest.approx([1.0, 10.0, 1.0, 10.0, 0.0, 0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="unknown mode"):
         lookup_pixels(images, index, xy, "cubic")

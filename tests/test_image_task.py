@@ -148,3 +148,29 @@ def test_learning_rate_schedules_hand_computed() -> None:
     assert learning_rate(cosine, 1.0, 10, 0.25) == pytest.approx(0.1 + 0.9 * (1 + 0.5**0.5) / 2)
     assert learning_rate(cosine, 1.0, 10, 1.0) == pytest.approx(0.1)
     assert learning_rate(cosine, 0.05, 10, 1.0) == pytest.approx(0.05)  # min_lr above the peak: constant
+    warm_cosine = Config(warmup_steps=4, schedule="cosine", min_lr=0.1)
+    assert learning_rate(warm_cosine, 1.0, 1, 0.5) == pytest.approx(0.5 * 0.55)  # warm-up (1 + 1) / 4 times cosine
+    with pytest.raises(ValueError, match="--optim.schedule"):
+        learning_rate(Config(schedule="exponential"), 1.0, 10, 0.5)
+
+
+def test_image_task_ground_truth_follows_gt_lookup(tmp_path: Path) -> None:
+    """The training loss and the error ranking both read ground truth through --data.gt-lookup."""
+    from types import SimpleNamespace
+
+    from nfplug.config import DataConfig
+    from nfplug.training.image_task import ImageTask
+
+    grey = (np.array([[0, 1, 2], [10, 11, 12]]) * 5).astype(np.uint8)  # 2 rows x 3 columns
+    path = tmp_path / "tiny.png"
+    assert cv2.imwrite(str(path), np.repeat(grey[..., None], 3, axis=-1))
+    xy = torch.tensor([[1.0, 1.0], [2.5, 0.5]])  # the corner of 4 pixels, a pixel centre
+    index = torch.zeros(2, dtype=torch.long)
+    black = lambda coords: torch.zeros(coords.shape[0], 3)  # noqa: E731
+    expected = {"nearest": [55.0, 10.0], "bilinear": [(0 + 5 + 50 + 55) / 4, 10.0]}
+    for mode, values in expected.items():
+        task = ImageTask(DataConfig(path=str(path), gt_lookup=mode), torch.device("cpu"))
+        _, gt, _ = task.train_forward(black, SimpleNamespace(image_index=index, pixel_xy=xy), torch.Generator())
+        assert (gt * 255).tolist() == [pytest.approx([v] * 3) for v in values], mode
+        errors = task.predict_errors(black, index, xy) * 255
+        assert errors.tolist() == pytest.approx([3 * v for v in values]), mode

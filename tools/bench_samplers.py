@@ -8,7 +8,7 @@ Usage (from the repo root, after ``pip install -e .``)::
 
 Parts (every run is one ``nfplug train`` process with the same seed and one CPU thread;
 runs are sequential so they do not compete with each other; to use both cores, start a second
-benchmark with another ``--out`` or the same one with other runs, as finished runs are reused;
+benchmark with another ``--out``; finished runs with the same options are reused;
 evaluation time is not training time; the learning rate is constant after warm-up
 (``--optim.decay-gamma 1``) except in ``image-int``, which anneals as the authors' Kodak runs):
 
@@ -78,12 +78,17 @@ COMMON = ("--optim.decay-gamma", "1.0", "--no-progress", "--checkpoint-every", "
 
 
 def train(run_dir: Path, args: Sequence[str], seed: int) -> Dict:
-    """One ``nfplug train`` run (reused if already finished) -> history and final metrics."""
-    if not (run_dir / "metrics.json").is_file():
-        cmd = [sys.executable, "-m", "nfplug.cli", "train", *args, *COMMON, "--seed", str(seed), "--output", str(run_dir)]
+    """One ``nfplug train`` run (reused if already finished with the same options) -> history and final metrics."""
+    cmd = [sys.executable, "-m", "nfplug.cli", "train", *args, *COMMON, "--seed", str(seed), "--output", str(run_dir)]
+    stamp = run_dir / "bench_command.json"
+    if (run_dir / "metrics.json").is_file():
+        if stamp.is_file() and json.loads(stamp.read_text()) != cmd[3:]:
+            sys.exit(f"bench_samplers: {run_dir} was trained with other options ({stamp}); give another --out")
+    else:
         print("$ nfplug " + " ".join(cmd[3:]), flush=True)
         t0 = time.time()
         subprocess.run(cmd, check=True)
+        stamp.write_text(json.dumps(cmd[3:]))
         print(f"  ({time.time() - t0:.0f} s wall incl. startup and evaluation)", flush=True)
     history = json.loads((run_dir / "history.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())

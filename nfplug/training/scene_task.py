@@ -29,19 +29,20 @@ def lookup_pixels(images: Tensor, image_index: Tensor, pixel_xy: Tensor, mode: s
     ``mode`` 'nearest': the pixel the position falls in (as the NeRF papers do); 'bilinear':
     interpolated between the 4 nearest pixel centres, borders replicated, so a pixel centre
     gives exactly its pixel. images ``[N, H, W, C]``, image_index ``[B]``, pixel_xy ``[B, 2]``
-    -> ``[B, C]``; no gradient flows to ``pixel_xy``.
+    -> ``[B, C]``. The ground truth is piecewise constant with 'nearest' (no gradient to
+    ``pixel_xy``); with 'bilinear' the gradient flows through the interpolation weights, so a
+    sampler that follows ``d loss / d pixel_xy`` (softmine) sees the image's slope too.
     """
     h, w = images.shape[1:3]
-    xy = pixel_xy.detach()
     if mode == "nearest":
-        cols = xy[:, 0].floor().long().clamp(0, w - 1)
-        rows = xy[:, 1].floor().long().clamp(0, h - 1)
+        cols = pixel_xy[:, 0].detach().floor().long().clamp(0, w - 1)
+        rows = pixel_xy[:, 1].detach().floor().long().clamp(0, h - 1)
         return images[image_index, rows, cols]
     if mode != "bilinear":
         raise ValueError(f"lookup_pixels: unknown mode {mode!r} (nearest, bilinear)")
-    u = (xy[:, 0] - 0.5).clamp(0, w - 1)
-    v = (xy[:, 1] - 0.5).clamp(0, h - 1)
-    c0, r0 = u.floor().long(), v.floor().long()
+    u = (pixel_xy[:, 0] - 0.5).clamp(0, w - 1)
+    v = (pixel_xy[:, 1] - 0.5).clamp(0, h - 1)
+    c0, r0 = u.detach().floor().long(), v.detach().floor().long()
     c1, r1 = (c0 + 1).clamp(max=w - 1), (r0 + 1).clamp(max=h - 1)
     fu, fv = (u - c0).unsqueeze(-1), (v - r0).unsqueeze(-1)
     top = images[image_index, r0, c0] * (1 - fu) + images[image_index, r0, c1] * fu

@@ -57,6 +57,8 @@ def learning_rate(config: Any, peak_lr: float, step: int, progress: float) -> fl
     if o.schedule == "cosine":
         low = min(o.min_lr, peak_lr)
         return warm * (low + (peak_lr - low) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+    if o.schedule != "step":
+        raise ValueError(f"--optim.schedule: unknown schedule {o.schedule!r} (step, cosine)")
     n_decays = sum(progress >= m for m in o.decay_milestones)
     return peak_lr * warm * (o.decay_gamma**n_decays)
 
