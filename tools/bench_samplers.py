@@ -241,8 +241,9 @@ def scene(config: BenchConfig, out: Path) -> Dict:
 # ---------------------------------------------------------------------- reports
 
 
-def _fmt(value: Optional[float], spec: str = ".1f", none: str = "not reached") -> str:
-    return none if value is None else format(value, spec)
+def _fmt(value: Optional[float], spec: str = ".1f", none: str = "not reached", unit: str = "") -> str:
+    """``value`` formatted with ``spec`` and ``unit``, or ``none`` (without the unit) when it is missing."""
+    return none if value is None else format(value, spec) + unit
 
 
 def report(config: BenchConfig, results: Dict, out: Path) -> str:
@@ -262,11 +263,10 @@ def report(config: BenchConfig, results: Dict, out: Path) -> str:
             full_to_int = first_reach(r["curves"]["full batch"], r["int_psnr_at_steps"], "time")
             saved_at_int = None if not full_to_int else 100 * (1.0 - r["int_seconds"] / full_to_int)
             lines.append(
-                f"| {r['photo']} | {r['steps']} | {r.get('reselect', 'incremental')} | {r['target_psnr']:.2f} dB, {_fmt(r['full_time'])} s | "
-                f"{_fmt(r['int_time'], '.1f', 'not reached in T steps')}{'' if r['int_time'] is None else ' s'} "
-                f"({_fmt(r['int_step'], '.0f', '-')}) | {_fmt(saved, '.0f', '-')}{'' if saved is None else '%'} | "
+                f"| {r['photo']} | {r['steps']} | {r.get('reselect', 'incremental')} | {r['target_psnr']:.2f} dB, {_fmt(r['full_time'], unit=' s')} | "
+                f"{_fmt(r['int_time'], '.1f', 'not reached in T steps', ' s')} ({_fmt(r['int_step'], '.0f', '-')}) | {_fmt(saved, '.0f', '-', '%')} | "
                 f"{r['int_psnr_at_steps']:.2f} dB, {r['int_seconds']:.1f} s | {r['full_psnr_at_int_seconds']:.2f} dB | "
-                f"{_fmt(full_to_int)} s | {_fmt(saved_at_int, '.0f', '-')}{'' if saved_at_int is None else '%'} |"
+                f"{_fmt(full_to_int, unit=' s')} | {_fmt(saved_at_int, '.0f', '-', '%')} |"
             )
         lines.append("")
     if "image-softmine" in results:
@@ -296,7 +296,7 @@ def report(config: BenchConfig, results: Dict, out: Path) -> str:
         for name in ("uniform", "softmine", "int"):
             lines.append(
                 f"| {name} | {s['psnr_at_steps'][name]:.2f} | {_fmt(s['steps_to_target'][name], '.0f')} | "
-                f"{_fmt(s['time_to_target'][name], '.1f', '-')} s | {s['seconds'][name]:.0f} s |"
+                f"{_fmt(s['time_to_target'][name], '.1f', '-', ' s')} | {s['seconds'][name]:.0f} s |"
             )
         lines.append("")
     text = "\n".join(lines)
