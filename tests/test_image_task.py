@@ -162,9 +162,7 @@ def test_image_task_ground_truth_follows_gt_lookup(tmp_path: Path) -> None:
     from nfplug.training.image_task import ImageTask
 
     grey = (np.array([[0, 1, 2], [10, 11, 12]]) * 5).astype(np.uint8)  # 2 rows x 3 columns
-    path = tmp_path / "tiny.png"
-    written = cv2.imwrite(str(path), np.repeat(grey[..., None], 3, axis=-1))
-    assert written
+    path = write_png(tmp_path / "tiny.png", np.repeat(grey[..., None], 3, axis=-1) / 255.0)
     xy = torch.tensor([[1.0, 1.0], [2.5, 0.5]])  # the corner of 4 pixels, a pixel centre
     index = torch.zeros(2, dtype=torch.long)
     black = lambda coords: torch.zeros(coords.shape[0], 3)  # noqa: E731

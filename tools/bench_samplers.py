@@ -134,10 +134,15 @@ def psnr_at_step(evals: List[Dict], step: int) -> float:
 # ------------------------------------------------------------------------ parts
 
 
+def image_args(config: BenchConfig, photo: str) -> List[str]:
+    """``nfplug train`` options of an image run: the Kodak photo, its downscale and ``--image-field``."""
+    return ["--data", str(DATA / "kodak" / photo), "--data.downscale", str(config.image_downscale), *shlex.split(config.image_field)]
+
+
 def image_int(config: BenchConfig, out: Path) -> List[Dict]:
     rows = []
     for photo, steps in [(p, t) for p in config.image_int_photos for t in config.image_int_steps]:
-        data = ["--data", str(DATA / "kodak" / photo), "--data.downscale", str(config.image_downscale), *shlex.split(config.image_field)]
+        data = image_args(config, photo)
         # max_steps + 1 so that step `steps` is a periodic evaluation like all the others. The learning
         # rate anneals to 1e-6 by a cosine over T steps, without warm-up, as in the authors' Kodak runs.
         base = [*data, "--batch-size", "0", "--max-steps", str(steps + 1), "--eval-every", str(_divisor_near(steps, steps // 40)),
@@ -174,7 +179,7 @@ def image_softmine(config: BenchConfig, out: Path) -> List[Dict]:
     rows = []
     last = max(config.image_marks)
     for photo in config.softmine_kodak:
-        data = ["--data", str(DATA / "kodak" / photo), "--data.downscale", str(config.image_downscale), *shlex.split(config.image_field)]
+        data = image_args(config, photo)
         base = [*data, "--batch-size", str(config.image_softmine_batch), "--max-steps", str(last + 1), "--eval-every", "250"]
         variants = {"uniform": ["--sampler", "uniform"], "softmine": ["--sampler", "softmine"]}
         if config.image_softmine_lookup:
