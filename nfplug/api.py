@@ -9,6 +9,18 @@ value is ``"module:Class"``::
     [project.entry-points."nfplug.samplers"]
     my-sampler = "my_package.sampler:MySampler"
 
+A ``Config`` may define ``validate(self) -> None``: the engine calls it right after parsing the
+options (``nfplug train``, and a run's ``config.json`` for ``--resume``, ``eval``, ``render``,
+``export``), and the plugin's base constructor calls it again; it raises
+:class:`~nfplug.errors.NfplugError` naming the option the way the CLI spells it, e.g.
+``--sampler.patch-size: must be at least 1``. :func:`check`, :func:`require_range`,
+:func:`require_choice` and :func:`check_memory` make that one line per option::
+
+    def validate(self) -> None:
+        require_range(self.patch_size, "--sampler.patch-size", 1)
+
+NaN and infinite floats are refused for every plugin, with or without ``validate()``.
+
 Conventions used throughout:
 
 - Scene coordinates are world units; ``FieldContext.aabb`` is the scene box
@@ -28,6 +40,8 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+# The helpers for plugins' Config.validate() (see the module doc), re-exported here.
+from nfplug.config import check, check_memory, require_choice, require_range, validate_options  # noqa: F401
 from nfplug.errors import NfplugError
 
 TASKS = ("scene", "image")
@@ -97,6 +111,7 @@ class Field(nn.Module):
         if aabb.numel() != 2 * dim or bool((aabb[dim:] <= aabb[:dim]).any()):
             raise NfplugError(f"{name}: aabb must be {2 * dim} numbers with min < max, got {context.aabb}")
         self.register_buffer("aabb", aabb, persistent=False)
+        validate_options(config, "--field.")  # also when built directly, not from the CLI
         self.config = config
         self.context = context
 
@@ -177,6 +192,7 @@ class Init:
     description: ClassVar[str] = ""
 
     def __init__(self, config: Any) -> None:
+        validate_options(config, "--init.")
         self.config = config
 
     def apply(self, field: Field, generator: torch.Generator) -> None:
@@ -279,6 +295,7 @@ class Sampler:
     needs_position_grad: ClassVar[bool] = False
 
     def __init__(self, config: Any, context: SamplerContext) -> None:
+        validate_options(config, "--sampler.")
         self.config = config
         self.context = context
 
@@ -299,6 +316,11 @@ class Sampler:
 
     def update(self, feedback: StepFeedback) -> None:
         """Receive the per-ray losses of the last step (default: ignore them)."""
+
+    def scalars(self) -> Dict[str, float]:
+        """Numbers worth plotting about the sampler's last step (the engine logs them to
+        TensorBoard as ``sampler/<name>`` every 10 steps); default: none."""
+        return {}
 
     def state_dict(self) -> Dict[str, Any]:
         return {}

@@ -44,9 +44,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except NfplugError as e:
         print(f"nfplug: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.filename is None or e.errno not in _USER_ERRNOS:
+            raise
+        from nfplug.training.rundir import os_reason  # a file we write that nothing above named
+
+        print(f"nfplug: error: {e.filename}: {os_reason(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("nfplug: interrupted", file=sys.stderr)
         return 130
+
+
+def _user_errnos() -> frozenset:
+    import errno
+
+    return frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR})
+
+
+_USER_ERRNOS = _user_errnos()
 
 
 def parse_with_tyro(cls, args: List[str], prog: str, description: str, default=None):
@@ -127,10 +143,31 @@ def split_train_argv(argv: List[str]) -> Tuple[Dict[str, str], Optional[str], Li
     return names, resume, rest
 
 
+def take_option(argv: List[str], name: str) -> Tuple[Optional[str], List[str]]:
+    """Take ``--NAME VALUE`` (or ``--NAME=VALUE``) out of argv; -> (value or None, the rest)."""
+    value: Optional[str] = None
+    rest: List[str] = []
+    i = 0
+    while i < len(argv):
+        key, eq, inline = argv[i].partition("=")
+        if key == f"--{name}":
+            if eq:
+                value = inline
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value = argv[i + 1]
+                i += 1
+            else:
+                raise NfplugError(f"{key}: expects a value")
+        else:
+            rest.append(argv[i])
+        i += 1
+    return value, rest
+
+
 def parse_train_args(argv: List[str]):
     """-> (config, plugin names, resume dir or None). Exits via tyro on --help."""
     from nfplug import registry
-    from nfplug.config import DEFAULT_PLUGINS, PLUGIN_KINDS, PLUGIN_SLOTS
+    from nfplug.config import DEFAULT_PLUGINS, PLUGIN_KINDS, PLUGIN_SLOTS, validate_options
     from nfplug.training.run import config_from_run, config_type, plugin_classes
 
     chosen, resume, rest = split_train_argv(argv)
@@ -149,33 +186,20 @@ def parse_train_args(argv: List[str]):
         valid = registry.names(PLUGIN_KINDS[slot])
         lines.append(f"  --{slot + ' NAME':<13} one of: {', '.join(valid)} (now: {names[slot]})")
     lines.append(f"  {'--resume DIR':<15} continue a run from its last checkpoint")
+    lines.append(f"  {'--checkpoint PATH':<15} with --resume: continue from this checkpoint instead (later ones are set aside)")
     config = parse_with_tyro(cls, rest, "nfplug train", "\n".join(lines), default=default)
-    _validate_train_config(config)
+    validate_options(config)  # every option's range, and each plugin Config's validate()
     return config, names, resume
 
 
-def _validate_train_config(config) -> None:
-    checks = [
-        (config.max_steps >= 1, "--max-steps: must be at least 1"),
-        (config.max_time is None or config.max_time > 0, "--max-time: must be positive"),
-        (config.batch_size >= 0, "--batch-size: must be at least 1 (or 0 for full batch)"),
-        (config.data.downscale >= 1, "--data.downscale: must be at least 1"),
-        (config.optim.lr is None or config.optim.lr > 0, "--optim.lr: must be positive"),
-        (config.optim.min_lr >= 0, "--optim.min-lr: must be at least 0"),
-        (config.optim.warmup_steps >= 0, "--optim.warmup-steps: must be at least 0"),
-        (config.render.grid_resolution >= 1, "--render.grid-resolution: must be at least 1"),
-        (config.render.samples_per_cell > 0, "--render.samples-per-cell: must be positive"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise NfplugError(message)
-
-
 def cmd_train(argv: List[str]) -> int:
+    checkpoint, argv = take_option(argv, "checkpoint")
     config, names, resume = parse_train_args(argv)
+    if checkpoint is not None and resume is None:
+        raise NfplugError("--checkpoint: only with --resume RUN (it picks the checkpoint to continue from)")
     from nfplug.training.trainer import train
 
-    result = train(config, names, resume_dir=Path(resume) if resume else None)
+    result = train(config, names, resume_dir=Path(resume) if resume else None, checkpoint=Path(checkpoint) if checkpoint else None)
     return 130 if result.interrupted else 0
 
 
@@ -194,15 +218,19 @@ class EvalArgs:
     parts: Optional[int] = None
     """Streamable fields: decode from the first k parts only (default: all, and every k is
     reported with its parameter count)."""
+    checkpoint: Optional[str] = None
+    """Checkpoint to evaluate (a path, or a file name in RUN/checkpoints; default: the latest usable)."""
 
 
 def cmd_eval(argv: List[str]) -> int:
     from nfplug.training.evaluation import evaluate_parts, evaluate_views, write_metrics
     from nfplug.training.run import load_run
+    from nfplug.training.rundir import check_writable
 
     args = parse_with_tyro(EvalArgs, _positional_run(argv), "nfplug eval", "Evaluate a run on held-out views.")
-    run = load_run(Path(args.run), args.device)
+    run = load_run(Path(args.run), args.device, args.checkpoint)
     split = _checked_split(run.task, args.split or run.task.eval_split_name)
+    check_writable(run.run_dir)  # before evaluating: metrics.json goes there
     run.field.set_parts(args.parts)
     metrics = evaluate_views(run.task, run.field, split)
     metrics["step"] = run.step
@@ -240,6 +268,8 @@ class RenderArgs:
     """'cpu', 'cuda' or 'auto'."""
     parts: Optional[int] = None
     """Streamable fields: decode from the first k parts only (default: all)."""
+    checkpoint: Optional[str] = None
+    """Checkpoint to render (a path, or a file name in RUN/checkpoints; default: the latest usable)."""
 
 
 def cmd_render(argv: List[str]) -> int:
@@ -251,7 +281,7 @@ def cmd_render(argv: List[str]) -> int:
         raise NfplugError("--frames: must be at least 1")
     if not args.scale > 0:
         raise NfplugError("--scale: must be positive")
-    run = load_run(Path(args.run), args.device)
+    run = load_run(Path(args.run), args.device, args.checkpoint)
     run.field.set_parts(args.parts)
     suffix = f"_parts{args.parts}" if args.parts else ""
     if run.task.name == "image":
@@ -275,6 +305,8 @@ class ExportArgs:
     """stream: one chunk per part of the field, in order, plus manifest.json."""
     output: Optional[str] = None
     """Output folder (default: RUN/export-stream)."""
+    checkpoint: Optional[str] = None
+    """Checkpoint to export (a path, or a file name in RUN/checkpoints; default: the latest usable)."""
 
 
 def cmd_export(argv: List[str]) -> int:
@@ -282,7 +314,7 @@ def cmd_export(argv: List[str]) -> int:
     from nfplug.training.run import load_run
 
     args = parse_with_tyro(ExportArgs, _positional_run(argv), "nfplug export", "Export a trained run.")
-    run = load_run(Path(args.run), "cpu")
+    run = load_run(Path(args.run), "cpu", args.checkpoint)
     out = Path(args.output) if args.output else run.run_dir / f"export-{args.format}"
     manifest = export_stream(run, out)
     chunks = json.loads(manifest.read_text())["chunks"]

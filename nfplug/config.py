@@ -1,17 +1,127 @@
 """Training configuration: plain frozen dataclasses that tyro turns into the CLI.
 
 The plugin parts (``field``, ``init``, ``sampler``) are added at run time by
-:func:`nfplug.cli.train_config_type` from the chosen plugins' own ``Config``
+:func:`nfplug.training.run.config_type` from the chosen plugins' own ``Config``
 dataclasses, so ``--field.OPTION`` shows exactly the chosen field's options. A run
 directory keeps the resolved config as plain JSON (``config.json``): plugin names
 plus option values, never pickled classes.
+
+Validation: every options dataclass, the engine's and each plugin's ``Config``, may define
+``validate(self) -> None``, raising a one-line :class:`~nfplug.errors.NfplugError` that names
+the option as ``--<slot>.<option-with-dashes>: ...``. :func:`validate_options` calls them
+(nested parts first) and refuses NaN and infinite floats anywhere, right after the options
+are parsed from the command line or read from a run's ``config.json``, whose values
+:func:`from_json_dict` first checks against the fields' types. :func:`check`,
+:func:`require_range`, :func:`require_choice` and :func:`check_memory` keep a
+``validate()`` to one line per option.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Literal, Optional, Tuple
+from typing import Any, Dict, Iterable, Literal, Optional, Tuple, Union
+
+from nfplug.errors import NfplugError
+
+# ------------------------------------------------------------------ validation helpers
+
+
+def check(ok: bool, option: str, message: str) -> None:
+    """Raise ``NfplugError("{option}: {message}")`` unless ``ok``."""
+    if not ok:
+        raise NfplugError(f"{option}: {message}")
+
+
+def _range_text(low: Any, high: Any, low_open: bool, high_open: bool) -> str:
+    if high is None:
+        if not low_open:
+            return f"at least {low}"
+        return "positive" if low == 0 else f"greater than {low}"
+    if low is None:
+        return f"less than {high}" if high_open else f"at most {high}"
+    if not (low_open or high_open):
+        return f"between {low} and {high}"
+    return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def require_range(
+    value: Any, option: str, low: Any = None, high: Any = None, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    """``value`` must be a finite number (not a bool) with ``low <= value <= high`` (``<`` when
+    ``low_open`` / ``high_open``; ``None``: no bound); a tuple must hold such numbers only, and
+    ``None`` (an optional option left unset) passes. Else one line: ``--opt: must be at least 1``."""
+    if value is None:
+        return
+    many = isinstance(value, (tuple, list))
+    subject = "every value must be" if many else "must be"
+    for v in value if many else (value,):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise NfplugError(f"{option}: {subject} a number, got {v!r}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise NfplugError(f"{option}: {subject} a finite number, got {v}")
+        if (low is not None and (v <= low if low_open else v < low)) or (high is not None and (v >= high if high_open else v > high)):
+            text = _range_text(low, high, low_open, high_open)
+            raise NfplugError(f"{option}: {subject} {text}" + (f", got {tuple(value)}" if many else ""))
+
+
+def require_choice(value: Any, option: str, choices: Iterable[Any]) -> None:
+    """``value`` must be one of ``choices``: else ``--opt: 'x' is not one of a, b``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise NfplugError(f"{option}: {value!r} is not one of {', '.join(str(c) for c in choices)}")
+
+
+MEMORY_FALLBACK = 64 * 10**9
+"""Bytes of memory assumed when the OS does not say."""
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine in bytes (:data:`MEMORY_FALLBACK` if the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return MEMORY_FALLBACK
+
+
+def check_memory(n_bytes: float, option: str, what: str) -> None:
+    """Refuse options that would allocate more than this machine's memory, in one line:
+    ``--opt: {what} would need 110.8 GB, more than this machine's 25.3 GB of memory``."""
+    limit = machine_memory()
+    check(n_bytes <= limit, option, f"{what} would need {n_bytes / 1e9:.1f} GB, more than this machine's {limit / 1e9:.1f} GB of memory")
+
+
+def option_name(prefix: str, name: str) -> str:
+    """``("--field.", "n_levels")`` -> ``"--field.n-levels"`` (the CLI spelling)."""
+    return prefix + name.replace("_", "-")
+
+
+def validate_options(options: Any, prefix: str = "--") -> None:
+    """Validate an options dataclass and the dataclasses nested in it: a training config with
+    its ``data``, ``render``, ``optim``, ``field``, ``init`` and ``sampler`` parts, or one
+    plugin's ``Config`` (``prefix="--field."``). Every float must be finite; then each part's
+    own ``validate()``, if it has one, is called (nested parts first)."""
+    is_instance = dataclasses.is_dataclass(options) and not isinstance(options, type)
+    for f in dataclasses.fields(options) if is_instance else ():
+        value = getattr(options, f.name)
+        option = option_name(prefix, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate_options(value, option + ".")
+        elif isinstance(value, (tuple, list)):
+            if any(isinstance(v, float) and not math.isfinite(v) for v in value):
+                raise NfplugError(f"{option}: every value must be a finite number, got {tuple(value)}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise NfplugError(f"{option}: must be a finite number, got {value}")
+    validate = getattr(options, "validate", None)
+    if callable(validate):
+        validate()
+
+
+# ------------------------------------------------------------------------- the options
 
 
 @dataclass(frozen=True)
@@ -36,6 +146,11 @@ class DataConfig:
     val_split: str = "val"
     """Held-out split for periodic and final evaluation (falls back to 'test')."""
 
+    def validate(self) -> None:
+        check(self.path != "", "--data", "must not be empty")
+        require_range(self.downscale, "--data.downscale", 1)
+        check(self.val_split != "", "--data.val-split", "must not be empty")
+
 
 @dataclass(frozen=True)
 class RenderConfig:
@@ -58,6 +173,22 @@ class RenderConfig:
     chunk_rays: int = 4096
     """Rays per chunk when rendering without gradients (evaluation, videos)."""
 
+    def validate(self) -> None:
+        # nerfacc counts a level's cells in int32: 1290^3 is the largest cube that fits.
+        require_range(self.grid_resolution, "--render.grid-resolution", 1, 1290)
+        require_range(self.grid_levels, "--render.grid-levels", 1)
+        # nerfacc's buffers: occupancy (float32) and binary (bool) per cell and level, coordinates
+        # (3 x int64) and index (int64) per cell of one level.
+        res, levels = self.grid_resolution, self.grid_levels
+        check_memory(res**3 * (5 * levels + 32), "--render.grid-resolution", f"the occupancy grid ({levels} level(s) of {res}^3 cells)")
+        require_range(self.samples_per_cell, "--render.samples-per-cell", 0, low_open=True)
+        require_range(self.alpha_thre, "--render.alpha-thre", 0, 1)
+        require_range(self.early_stop_eps, "--render.early-stop-eps", 0, 1)
+        require_range(self.occ_thre, "--render.occ-thre", 0)
+        require_range(self.grid_update_every, "--render.grid-update-every", 1)
+        require_range(self.grid_warmup_steps, "--render.grid-warmup-steps", 0)
+        require_range(self.chunk_rays, "--render.chunk-rays", 1)
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -79,6 +210,15 @@ class OptimConfig:
     """Learning-rate decay factor at each milestone ('step' schedule)."""
     min_lr: float = 1e-6
     """Learning rate at the end of training ('cosine' schedule)."""
+
+    def validate(self) -> None:
+        require_range(self.lr, "--optim.lr", 0, low_open=True)
+        require_range(self.eps, "--optim.eps", 0, low_open=True)
+        require_range(self.weight_decay, "--optim.weight-decay", 0)
+        require_range(self.warmup_steps, "--optim.warmup-steps", 0)
+        require_range(self.decay_milestones, "--optim.decay-milestones", 0, 1)
+        require_range(self.decay_gamma, "--optim.decay-gamma", 0, 1, low_open=True)
+        require_range(self.min_lr, "--optim.min-lr", 0)
 
 
 @dataclass(frozen=True)
@@ -111,6 +251,21 @@ class TrainBase:
     progress: bool = True
     """Show a progress bar."""
 
+    def validate(self) -> None:
+        """The top-level options (``data``, ``render``, ``optim`` and the plugins' options are
+        validated by :func:`validate_options`, which calls this last)."""
+        check(self.output != "", "--output", "must not be empty")
+        require_range(self.max_steps, "--max-steps", 1)
+        require_range(self.max_time, "--max-time", 0, low_open=True)
+        check(self.batch_size >= 0, "--batch-size", "must be at least 1 (or 0 for full batch)")
+        require_range(self.eval_every, "--eval-every", 0)
+        require_range(self.eval_views, "--eval-views", 1)
+        require_range(self.eval_at_seconds, "--eval-at-seconds", 0)
+        require_range(self.checkpoint_every, "--checkpoint-every", 0)
+        require_range(self.seed, "--seed", 0, 2**32 - 1)  # numpy's seed range
+        check(self.device != "", "--device", "must not be empty")
+        require_range(self.threads, "--threads", 0)
+
 
 PLUGIN_SLOTS = ("field", "init", "sampler")
 PLUGIN_KINDS = {"field": "fields", "init": "inits", "sampler": "samplers"}
@@ -124,29 +279,87 @@ def to_json_dict(config: Any, plugin_names: Dict[str, str]) -> Dict[str, Any]:
     return values
 
 
-def from_json_dict(cls: type, values: Dict[str, Any]) -> Any:
+def from_json_dict(cls: type, values: Dict[str, Any], where: str = "") -> Any:
     """Rebuild a (nested) config dataclass from :func:`to_json_dict` output.
 
-    Lists become tuples and keys the dataclass does not know are ignored, so a run
-    written by an older version with a since-removed option still loads.
+    Every value is checked against its field's type (``int``, ``float`` (ints accepted),
+    ``bool``, ``str``, ``Literal`` choices, ``Optional``, ``Tuple[...]``, nested dataclasses): a
+    mismatch is a one-line NfplugError naming the key, e.g. ``field.hidden_dim: expected an
+    integer, got 'wide'`` (``where`` prefixes nested keys; callers prefix the file). Lists
+    become tuples, and keys the dataclass does not know are ignored, so a run written by an
+    older version with a since-removed option still loads. Ranges are checked separately, by
+    :func:`validate_options`.
     """
+    if not isinstance(values, dict):
+        raise NfplugError(f"{where.rstrip('.') or 'config'}: expected an object, got {_json_repr(values)}")
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: take the values as they are
+        hints = {}
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        value = values[f.name]
-        default = _default_of(f)
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
-            value = from_json_dict(type(default), value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
+        if f.name in values:
+            kwargs[f.name] = _from_json(hints.get(f.name, Any), values[f.name], where + f.name)
     return cls(**kwargs)
 
 
-def _default_of(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
+def _json_repr(value: Any) -> str:
+    return "null" if value is None else "true" if value is True else "false" if value is False else repr(value)
+
+
+def _from_json(tp: Any, value: Any, key: str) -> Any:
+    """``value`` read from JSON, checked against (and converted to) the type ``tp``."""
+
+    def wrong(expected: str) -> NfplugError:
+        return NfplugError(f"{key}: expected {expected}, got {_json_repr(value)}")
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return from_json_dict(tp, value, key + ".")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong("a number")
+        try:
+            return float(value)
+        except OverflowError:
+            raise wrong("a number within float range") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    if origin is Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            raise wrong("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin is Union or origin is types.UnionType:  # Optional[X], X | None
+        options = [a for a in args if a is not type(None)]
+        if value is None and len(options) < len(args):
+            return None
+        if len(options) == 1:  # Optional[X]: X's own message (it may name an element)
+            return _from_json(options[0], value, key)
+        for option in options:
+            try:
+                return _from_json(option, value, key)
+            except NfplugError:
+                pass
+        raise wrong(" or ".join(str(getattr(a, "__name__", a)) for a in args))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise wrong("a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_json(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if args and args != ((),):
+            if len(value) != len(args):
+                raise wrong(f"a list of {len(args)} values")
+            return tuple(_from_json(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(value)
+    # Any, or a type nfplug does not check (a third-party plugin's): as before, lists become tuples.
+    return tuple(value) if isinstance(value, list) else value

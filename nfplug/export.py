@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -28,6 +26,7 @@ from nfplug.api import Field, FieldContext
 from nfplug.config import from_json_dict, to_json_dict
 from nfplug.errors import NfplugError
 from nfplug.training.run import LoadedRun, config_type, plugin_classes, read_json, write_json_atomic
+from nfplug.training.rundir import atomic_file, check_writable
 
 MANIFEST = "manifest.json"
 FORMAT = "nfplug-stream"
@@ -37,7 +36,7 @@ VERSION = 1
 def export_stream(run: LoadedRun, out: Path) -> Path:
     """Write ``run``'s field as per-part chunks and a manifest into ``out``; -> manifest path."""
     field = run.field
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)  # creates it; one line if it cannot be written, before any work
     parts = field.parameter_parts()
     state = field.state_dict()
     chunks = []
@@ -126,7 +125,5 @@ def _serialize(payload: Dict[str, Any]) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_file(path, "wb") as f:
         f.write(data)
-    os.replace(tmp, path)

@@ -14,8 +14,11 @@ import torch
 from conftest import TINY_TRAIN, write_png
 from nfplug.api import FieldContext
 from nfplug.cli import main
+from nfplug.data.demo import ensure_demo_scene
+from nfplug.data.scene import load_blender
 from nfplug.errors import NfplugError
 from nfplug.export import load_stream
+from nfplug.metrics import psnr
 from nfplug.training.image_task import pixel_to_coords
 from nfplug.training.run import load_run
 from nfplug_builtins.fields.streamable import StreamableField
@@ -199,14 +202,36 @@ def test_non_streamable_field_rejects_parts(tmp_path: Path, photo: Path, capsys)
 
 
 def test_streamable_scene_with_softmine(tmp_path: Path) -> None:
-    """The headline command on the demo scene: trains in stages and reports every k."""
+    """The headline command on the demo scene: trains in stages, every part adds quality.
+
+    Measured (80 steps, 20 per part, lr at its peak from step 0, 2 val views): parts 1-4 at
+    9.89 / 10.36 / 10.96 / 11.65 dB against 9.11 dB for each view's mean colour; every part
+    gains 0.5-0.7 dB, part 4 is 1.77 dB above part 1 and 2.55 dB above the constant colour.
+    The bars are about half of that. (8 steps with the default warm-up, as before: 9.22 dB for
+    every k, nothing learned.)
+    """
     run_dir = tmp_path / "scene"
-    args = ["train", "--field", "streamable", "--sampler", "softmine", "--max-steps", "8", "--eval-views", "2",
-            "--field.n-levels", "8", "--field.log2-hashmap-size", "12", "--output", str(run_dir), *TINY_TRAIN]
+    args = ["train", "--field", "streamable", "--sampler", "softmine", "--max-steps", "80", "--eval-views", "2",
+            "--field.n-levels", "8", "--field.log2-hashmap-size", "12", "--optim.warmup-steps", "0", "--optim.decay-milestones",
+            "--output", str(run_dir), *TINY_TRAIN, "--threads", "1"]
     assert main(args) == 0
-    rows = json.loads((run_dir / "metrics.json").read_text())["parts"]
-    assert [row["parts"] for row in rows] == [1, 2, 3, 4] and all(np.isfinite(row["psnr"]) for row in rows)
-    assert main(["train", "--resume", str(run_dir), "--max-steps", "10", "--no-progress"]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rows = metrics["parts"]
+    assert [row["parts"] for row in rows] == [1, 2, 3, 4]
+    psnrs = [row["psnr"] for row in rows]
+    assert all(b >= a - 0.1 for a, b in zip(psnrs, psnrs[1:])), psnrs  # non-decreasing in k
+    assert psnrs[3] > psnrs[0] + 0.8, psnrs
+    views = load_blender(ensure_demo_scene(), metrics["split"]).images
+    n = views.shape[0]  # the parts are evaluated on --eval-views 2 views spread over the split: the first and the last
+    constant = float(np.mean([constant_colour_psnr(views[i]) for i in (0, n - 1)]))
+    assert psnrs[3] > constant + 1.25, (psnrs, constant)
+    assert main(["train", "--resume", str(run_dir), "--max-steps", "82", "--no-progress", "--threads", "1"]) == 0
+
+
+def constant_colour_psnr(gt: torch.Tensor) -> float:
+    """PSNR of the best constant prediction of a view ``[H, W, C]``: its mean colour."""
+    pixels = gt.reshape(-1, gt.shape[-1])
+    return psnr(pixels.mean(0).expand_as(pixels), pixels)
 
 
 def test_resume_mid_stage_and_at_a_boundary_continues_identically(photo: Path, progressive_runs, tmp_path: Path) -> None:

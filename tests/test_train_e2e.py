@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -64,31 +65,82 @@ def _field_state(run: Path):
     return load_checkpoint(latest_checkpoint(run))
 
 
-def test_ctrl_c_saves_and_resume_continues_identically(tmp_path, monkeypatch, capsys):
-    args = ["--max-steps", "12", "--checkpoint-every", "100", *TINY_TRAIN, "--batch-size", "256"]
+def _assert_same_state(a, b) -> None:
+    """Two checkpoints hold bit-identical training states (the wall-clock time aside)."""
+
+    def walk(x, y, where):
+        if isinstance(x, dict):
+            assert set(x) == set(y), where
+            for key in x:
+                walk(x[key], y[key], f"{where}.{key}")
+        elif isinstance(x, (list, tuple)):
+            assert len(x) == len(y), where
+            for i, (u, v) in enumerate(zip(x, y)):
+                walk(u, v, f"{where}[{i}]")
+        elif isinstance(x, torch.Tensor):
+            assert torch.equal(x, y), where
+        else:
+            assert x == y, where
+
+    for key in ("step", "field", "optimizer", "task", "sampler", "rng", "stages", "schedule_steps"):
+        walk(a[key], b[key], key)
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "softmine"])
+def test_signal_in_the_middle_of_a_step_resumes_bit_identically(tmp_path, monkeypatch, capsys, sampler):
+    """SIGINT delivered inside the field's forward pass of step 7: the step finishes, the
+    checkpoint is taken at the step boundary, and the resumed run equals an uninterrupted one."""
+    import signal
+
+    from nfplug_builtins.fields.ngp import NGPField
+
+    args = ["--max-steps", "12", "--checkpoint-every", "100", *TINY_TRAIN, "--batch-size", "256", "--sampler", sampler]
     straight = tmp_path / "straight"
     assert main(["train", "--output", str(straight), *args]) == 0
 
-    original = UniformSampler.sample
+    original, calls = NGPField.forward, []
 
-    def interrupt_at_7(self, step, generator):
-        if step == 7:
-            raise KeyboardInterrupt
-        return original(self, step, generator)
+    def forward_with_signal(self, x, d):
+        calls.append(1)
+        if len(calls) == 8:  # the training forward pass of step 7 (one per step)
+            signal.raise_signal(signal.SIGINT)
+        return original(self, x, d)
 
     resumed = tmp_path / "resumed"
-    monkeypatch.setattr(UniformSampler, "sample", interrupt_at_7)
+    monkeypatch.setattr(NGPField, "forward", forward_with_signal)
     assert main(["train", "--output", str(resumed), *args]) == 130
-    assert "--resume" in capsys.readouterr().out
-    assert _field_state(resumed)["step"] == 7
-    monkeypatch.setattr(UniformSampler, "sample", original)
+    out = capsys.readouterr().out
+    assert "interrupted at step 8" in out and "--resume" in out
+    assert _field_state(resumed)["step"] == 8
+    monkeypatch.setattr(NGPField, "forward", original)
     assert main(["train", "--resume", str(resumed)]) == 0
 
     a, b = _field_state(straight), _field_state(resumed)
     assert a["step"] == b["step"] == 12
-    for key in a["field"]:
-        assert torch.equal(a["field"][key], b["field"][key]), key
-    assert torch.equal(a["task"]["estimator"]["occs"], b["task"]["estimator"]["occs"])
+    _assert_same_state(a, b)
+    metrics = [json.loads((run / "metrics.json").read_text())["mean"] for run in (straight, resumed)]
+    assert metrics[0] == metrics[1]
+
+
+def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from nfplug_builtins.fields.ngp import NGPField
+
+    original, calls = NGPField.forward, []
+
+    def forward_with_two_signals(self, x, d):
+        calls.append(1)
+        if len(calls) == 6:  # step 5
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return original(self, x, d)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(NGPField, "forward", forward_with_two_signals)
+    assert main(["train", "--output", str(run), "--max-steps", "12", "--checkpoint-every", "4", *TINY_TRAIN, "--batch-size", "256"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert _field_state(run)["step"] == 4  # the mid-step state of step 5 was not written
 
 
 def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
@@ -138,8 +190,10 @@ def test_sigterm_in_a_background_run_saves_a_checkpoint(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    assert "checkpoint saved" in out
-    assert _field_state(run)["step"] >= 0  # a loadable checkpoint exists (raises otherwise)
+    stopped = int(re.search(r"interrupted at step (\d+); checkpoint saved", out).group(1))
+    assert stopped >= 1 and _field_state(run)["step"] == stopped  # the checkpoint is the step it names
+    assert main(["train", "--resume", str(run), "--max-steps", str(stopped + 2)]) == 0
+    assert json.loads((run / "metrics.json").read_text())["step"] == stopped + 2
 
 
 def test_resume_with_mismatched_checkpoint_is_one_line(tmp_path, capsys):
@@ -151,3 +205,26 @@ def test_resume_with_mismatched_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--max-steps", "4"]) == 2
     err = capsys.readouterr().err.strip()
     assert "does not match the run's config" in err and "\n" not in err
+
+
+def test_a_failed_resume_leaves_the_run_config_as_it_was(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--output", str(run), "--max-steps", "2", *TINY_TRAIN]) == 0
+    before = (run / "config.json").read_text()
+    assert main(["train", "--resume", str(run), "--max-steps", "4", "--field.hidden-dim", "128"]) == 2
+    assert "does not match the run's config" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == before
+    assert main(["eval", str(run)]) == 0
+
+
+def test_resume_with_more_steps_keeps_the_learning_rate_schedule(tmp_path):
+    """Extending a finished run continues at the learning rate it ended with: the schedule
+    (milestones at fractions of the first --max-steps) is the one the run started with."""
+    from nfplug.training.checkpoint import list_checkpoints, load_checkpoint
+
+    run = tmp_path / "run"
+    schedule = ["--optim.warmup-steps", "0", "--optim.decay-milestones", "0.5", "0.9", "--optim.decay-gamma", "0.5", "--optim.lr", "0.01"]
+    assert main(["train", "--output", str(run), "--max-steps", "10", *schedule, *TINY_TRAIN, "--checkpoint-every", "1"]) == 0
+    assert main(["train", "--resume", str(run), "--max-steps", "13"]) == 0
+    lrs = {int(load_checkpoint(p)["step"]): load_checkpoint(p)["optimizer"]["param_groups"][0]["lr"] for p in list_checkpoints(run)}
+    assert lrs == {11: 0.0025, 12: 0.0025, 13: 0.0025}  # 0.01 * 0.5 ** 2, as at the end of the first 10 steps

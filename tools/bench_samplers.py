@@ -70,8 +70,31 @@ class BenchConfig:
     scene_eval_views: int = 8
     """Val views of every evaluation, the final one included (a linked subset of the scene)."""
     scene_batch: int = 1024
+    scene_samplers: Tuple[str, ...] = ("uniform", "softmine", "int")
+    """Sampler variants of the scene part (uniform always runs: it sets the target); see VARIANTS."""
+    image_samplers: Tuple[str, ...] = ("uniform", "softmine")
+    """Sampler variants of the image-softmine part (uniform always runs); see VARIANTS."""
     seed: int = 0
     out: str = "bench_out/samplers"
+
+
+# Named sampler variants: ``softmine-drift4096`` scales the authors' Langevin drift by 4096,
+# about what nfplug 0.1 applied at 4096 rays per step (it left out the 1 / (B c) factor).
+VARIANTS = {
+    "uniform": ["--sampler", "uniform"],
+    "softmine": ["--sampler", "softmine"],
+    "int": ["--sampler", "int"],
+    "softmine-drift4096": ["--sampler", "softmine", "--sampler.drift-scale", "4096"],
+    "softmine-drift512": ["--sampler", "softmine", "--sampler.drift-scale", "512"],
+}
+
+
+def variants(names: Sequence[str]) -> Dict[str, List[str]]:
+    """``uniform`` first, then the named variants; an unknown name ends the benchmark with a one-line error."""
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        sys.exit(f"bench_samplers: unknown sampler variant(s) {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+    return {name: VARIANTS[name] for name in ("uniform", *names)}
 
 
 COMMON = ("--optim.decay-gamma", "1.0", "--no-progress", "--checkpoint-every", "0", "--threads", "1")
@@ -92,7 +115,9 @@ def train(run_dir: Path, args: Sequence[str], seed: int) -> Dict:
         print(f"  ({time.time() - t0:.0f} s wall incl. startup and evaluation)", flush=True)
     history = json.loads((run_dir / "history.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"eval": history["eval"], "final_psnr": metrics["mean"]["psnr"], "train_seconds": metrics["train_seconds"], "steps": metrics["step"]}
+    rows = [r for r in history["train"] if r.get("rays_per_s")]
+    spr = sum(r["samples_per_s"] / r["rays_per_s"] for r in rows) / len(rows) if rows else float("nan")
+    return {"eval": history["eval"], "final_psnr": metrics["mean"]["psnr"], "train_seconds": metrics["train_seconds"], "steps": metrics["step"], "samples_per_ray": spr}
 
 
 def first_reach(evals: List[Dict], target: float, key: str) -> Optional[float]:
@@ -181,11 +206,11 @@ def image_softmine(config: BenchConfig, out: Path) -> List[Dict]:
     for photo in config.softmine_kodak:
         data = image_args(config, photo)
         base = [*data, "--batch-size", str(config.image_softmine_batch), "--max-steps", str(last + 1), "--eval-every", "250"]
-        variants = {"uniform": ["--sampler", "uniform"], "softmine": ["--sampler", "softmine"]}
+        runs = variants(config.image_samplers)
         if config.image_softmine_lookup:
             for lookup in ("nearest", "bilinear"):
-                variants[f"softmine-no-snap-{lookup}"] = ["--sampler", "softmine", "--sampler.no-snap", "--data.gt-lookup", lookup]
-        curves = {name: train(out / f"image-sm-{Path(photo).stem}-{name}", [*base, *extra], config.seed) for name, extra in variants.items()}
+                runs[f"softmine-no-snap-{lookup}"] = ["--sampler", "softmine", "--sampler.no-snap", "--data.gt-lookup", lookup]
+        curves = {name: train(out / f"image-sm-{Path(photo).stem}-{name}", [*base, *extra], config.seed) for name, extra in runs.items()}
         rows.append(
             {
                 "photo": photo,
@@ -230,13 +255,14 @@ def scene(config: BenchConfig, out: Path) -> Dict:
         "--batch-size", str(config.scene_batch), "--max-steps", str(steps + 1),
         "--eval-every", str(config.scene_eval_every), "--eval-views", str(config.scene_eval_views),
     ]  # fmt: skip
-    runs = {name: train(out / f"scene-{name}", [*base, "--sampler", name], config.seed) for name in ("uniform", "softmine", "int")}
+    runs = {name: train(out / f"scene-{name}", [*base, *extra], config.seed) for name, extra in variants(config.scene_samplers).items()}
     target = psnr_at_step(runs["uniform"]["eval"], steps)
     return {
         "target_psnr": target,
         "psnr_at_steps": {n: psnr_at_step(r["eval"], steps) for n, r in runs.items()},
         "final_all_views": {n: r["final_psnr"] for n, r in runs.items()},
         "seconds": {n: r["train_seconds"] for n, r in runs.items()},
+        "samples_per_ray": {n: r["samples_per_ray"] for n, r in runs.items()},
         "steps_to_target": {n: first_reach(r["eval"], target, "step") for n, r in runs.items()},
         "time_to_target": {n: first_reach(r["eval"], target, "time") for n, r in runs.items()},
         "curves": {n: r["eval"] for n, r in runs.items()},
@@ -295,13 +321,13 @@ def report(config: BenchConfig, results: Dict, out: Path) -> str:
             f"(PSNR on {config.scene_eval_views} val views)",
             "",
             f"| sampler | PSNR @ {steps} | steps to uniform's PSNR @ {steps} ({s['target_psnr']:.2f} dB) | time to it | "
-            f"train time for {steps + 1} steps |",
-            "|---|---|---|---|---|",
+            f"train time for {steps + 1} steps | samples per ray |",
+            "|---|---|---|---|---|---|",
         ]
-        for name in ("uniform", "softmine", "int"):
+        for name in s["psnr_at_steps"]:
             lines.append(
                 f"| {name} | {s['psnr_at_steps'][name]:.2f} | {_fmt(s['steps_to_target'][name], '.0f')} | "
-                f"{_fmt(s['time_to_target'][name], '.1f', '-', ' s')} | {s['seconds'][name]:.0f} s |"
+                f"{_fmt(s['time_to_target'][name], '.1f', '-', ' s')} | {s['seconds'][name]:.0f} s | {s.get('samples_per_ray', {}).get(name, float('nan')):.1f} |"
             )
         lines.append("")
     text = "\n".join(lines)

@@ -41,6 +41,9 @@ from nfplug.data.images import composite, read_image_file
 from nfplug.errors import NfplugError
 
 STANDARD_SPLITS = ("train", "val", "test")
+ROTATION_TOLERANCE = 1e-2
+"""Largest ``|R^T R - I|`` entry a camera rotation may have: real poses are within ~1e-6, hand-written
+ones rounded to 3 decimals within ~1e-3; a scaled, sheared or singular matrix is far beyond."""
 
 
 @dataclass
@@ -112,7 +115,21 @@ def _parse_matrix(value: Any, where: str) -> np.ndarray:
     matrix = np.asarray(value, dtype=np.float64)
     if not np.isfinite(matrix).all():
         raise _fail(f"{where}: transform_matrix has non-finite values (NaN or infinity)")
+    _check_rotation(matrix[:3, :3], where)
     return matrix
+
+
+def _check_rotation(rotation: np.ndarray, where: str) -> None:
+    """``rotation [3, 3]`` must be a proper rotation: orthonormal columns, determinant +1."""
+    deviation = float(np.abs(rotation.T @ rotation - np.eye(3)).max())
+    det = float(np.linalg.det(rotation))
+    if deviation > ROTATION_TOLERANCE or det < 0:
+        problem = "a reflection" if deviation <= ROTATION_TOLERANCE else "singular" if abs(det) < 1e-6 else "not orthonormal"
+        raise _fail(
+            f"{where}: transform_matrix rotation (upper-left 3x3) is {problem} (determinant {det:.3g}, "
+            f"columns off orthonormal by up to {deviation:.3g}, tolerance {ROTATION_TOLERANCE}); "
+            f"it must be a camera-to-world rotation"
+        )
 
 
 def _resolve_image(root: Path, file_path: str, where: str) -> Path:

@@ -1,7 +1,8 @@
 """Ray marching through a nerfacc occupancy grid, with a vectorized CPU path.
 
 ``nerfacc.OccGridEstimator.sampling`` runs a CUDA kernel only. :func:`march_rays`
-calls it on CUDA tensors and otherwise reproduces it in PyTorch:
+calls it on CUDA tensors when nerfacc's kernels are built (:mod:`nfplug.rendering.backend`)
+and otherwise, on any device, reproduces it in PyTorch:
 
 - samples lie on a lattice ``t_0 = near_plane`` (plus a per-ray offset in
   ``[0, step)`` when stratified), ``t_{k+1} = t_k + clamp(t_k * cone_angle,
@@ -33,6 +34,7 @@ import torch
 from torch import Tensor
 
 from nfplug.rendering.volrend import render_transmittance
+from nfplug.rendering.backend import use_nerfacc_kernels
 
 SigmaFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -228,7 +230,8 @@ def _march_rays_cpu(
 
     near = torch.full((n_rays,), float(near_plane), dtype=dtype, device=device)
     if stratified:
-        near = near + torch.rand(n_rays, generator=generator, dtype=dtype, device=device) * step
+        # Drawn on the CPU (the generator's device) and moved: the same jitter on every device.
+        near = near + torch.rand(n_rays, generator=generator, dtype=dtype).to(device) * step
     lo = torch.maximum(near, t_min)
     hi = torch.minimum(torch.full_like(near, float(far_plane)), t_max)
     hit &= lo < hi
@@ -250,7 +253,7 @@ def _march_rays_cpu(
     base_aabb = estimator.aabbs[0].to(dtype)
     resolution = tuple(binaries.shape[1:])
     factor = _block_factor(resolution)
-    block_size = (base_aabb[3:] - base_aabb[:3]) / torch.tensor(resolution, dtype=dtype) * factor
+    block_size = (base_aabb[3:] - base_aabb[:3]) / torch.tensor(resolution, dtype=dtype, device=device) * factor
     # Runs of m steps about 1.8 blocks long, so that dilating blocks by one covers them.
     run = int(1.8 * block_size.min().item() / step)
     row_ray = torch.arange(n_rays, device=device)
@@ -315,9 +318,9 @@ def march_rays(
         alpha_thre: drop samples with opacity below ``min(alpha_thre, occs.mean())``.
         early_stop_eps: drop samples whose transmittance is below this.
         stratified: jitter each ray's lattice by a uniform offset in ``[0, step)``
-            (from ``generator`` on the CPU; nerfacc's own RNG on CUDA).
+            (from ``generator`` in PyTorch; nerfacc's own RNG in its CUDA kernel).
         cone_angle: step growth ``dt = clamp(t * cone_angle, step, 1e10)``; 0 = uniform.
-        generator: RNG for ``stratified`` on the CPU.
+        generator: CPU RNG for ``stratified`` in the PyTorch path (any device).
 
     Returns:
         ``ray_indices [n_samples]`` long, ``t_starts [n_samples]``, ``t_ends [n_samples]``,
@@ -327,7 +330,7 @@ def march_rays(
         raise ValueError(f"render_step_size must be > 0, got {render_step_size}")
     if cone_angle < 0:
         raise ValueError(f"cone_angle must be >= 0, got {cone_angle}")
-    if rays_o.is_cuda:
+    if use_nerfacc_kernels(rays_o):
         return estimator.sampling(
             rays_o,
             rays_d,

@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from nfplug.data.cameras import Cameras, orbit_path
+from nfplug.training.rundir import check_writable, writing
 
 
 @dataclass
@@ -39,9 +40,10 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
 
 def write_image(image: torch.Tensor, path: Path) -> Path:
     """``[H, W, C]`` in [0, 1] -> 8-bit PNG (grayscale when C = 1)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path.parent)  # creates it; one line if it cannot be written
     array = to_uint8(image)
-    imageio.imwrite(path, array[..., 0] if array.shape[2] == 1 else array)
+    with writing(path):
+        imageio.imwrite(path, array[..., 0] if array.shape[2] == 1 else array)
     return path
 
 
@@ -60,18 +62,22 @@ def render_path(task: Any, field: Any, path: str, out: Path, *, frames: int, fps
         cameras = task.split(path).cameras
     if scale != 1.0:
         cameras = scaled(cameras, scale)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)  # creates it; one line if it cannot be written, before rendering
     rgbs, depths = [], []
     n = cameras.c2w.shape[0]
     for i in tqdm(range(n), desc=f"render {path}", dynamic_ncols=True):
         view = task.render_camera(field, cameras, i)
         rgb = to_uint8(view.rgb)
         depth = colorize_depth(view.depth, view.opacity, task.near, task.far)
-        imageio.imwrite(out / f"rgb_{i:04d}.png", rgb)
-        imageio.imwrite(out / f"depth_{i:04d}.png", depth)
+        with writing(out / f"rgb_{i:04d}.png"):
+            imageio.imwrite(out / f"rgb_{i:04d}.png", rgb)
+        with writing(out / f"depth_{i:04d}.png"):
+            imageio.imwrite(out / f"depth_{i:04d}.png", depth)
         rgbs.append(rgb)
         depths.append(depth)
     video = out / "video.mp4"
-    imageio.mimwrite(video, rgbs, fps=fps, macro_block_size=2, quality=8)
-    imageio.mimwrite(out / "depth.mp4", depths, fps=fps, macro_block_size=2, quality=8)
+    with writing(video):
+        imageio.mimwrite(video, rgbs, fps=fps, macro_block_size=2, quality=8)
+    with writing(out / "depth.mp4"):
+        imageio.mimwrite(out / "depth.mp4", depths, fps=fps, macro_block_size=2, quality=8)
     return Written(n, video)

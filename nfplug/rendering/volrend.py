@@ -28,6 +28,8 @@ import nerfacc
 import torch
 from torch import Tensor
 
+from nfplug.rendering.backend import use_nerfacc_kernels
+
 RgbSigmaFn = Callable[[Tensor, Tensor, Tensor], Tuple[Tensor, Tensor]]
 
 
@@ -68,7 +70,7 @@ def render_transmittance(
     Returns:
         ``trans [n_samples]``, ``alphas [n_samples]``.
     """
-    if sigmas.is_cuda:
+    if use_nerfacc_kernels(sigmas):
         return nerfacc.render_transmittance_from_density(
             t_starts, t_ends, sigmas, ray_indices=ray_indices, n_rays=n_rays
         )

@@ -23,7 +23,7 @@ def evaluate_views(
     step: int = 0,
     with_ssim: bool = True,
 ) -> Dict[str, Any]:
-    """PSNR (and SSIM) of every view of ``split`` (or of ``indices``).
+    """PSNR (and SSIM) of every view of ``split`` (or of ``indices``), over its mask's pixels if it has one.
 
     Returns ``{"split", "views": [{"index", "psnr", "ssim"}], "mean": {"psnr", "ssim"}}``;
     the first view's render, ground truth and depth go to TensorBoard if ``writer``.
@@ -37,7 +37,7 @@ def evaluate_views(
         else:
             row = {"index": index, "psnr": psnr(view.rgb, view.gt)}
         if with_ssim:
-            row["ssim"] = ssim(view.rgb, view.gt)
+            row["ssim"] = ssim(view.rgb, view.gt, view.mask)
         views.append(row)
         if writer is not None and k == 0:
             writer.add_image(f"{split}/render", _hwc3(view.rgb), step, dataformats="HWC")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List
 
-from nfplug.training.run import write_json_atomic
+from nfplug.errors import NfplugError
+from nfplug.training.rundir import atomic_file
+from nfplug.training.run import read_json, write_json_atomic
 
 HISTORY_FILE = "history.json"
 PLOT_FILE = "curves.png"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class History:
@@ -21,11 +26,28 @@ class History:
 
     @classmethod
     def load(cls, run_dir: Path) -> "History":
+        """The run's history (empty if it has none yet). A corrupt ``history.json`` is a one-line
+        NfplugError naming it rather than a fresh history, which would overwrite the curves so
+        far at the next save: the user repairs it, or deletes it to start the curves afresh."""
         history = cls()
         path = Path(run_dir) / HISTORY_FILE
-        if path.is_file():
-            values = json.loads(path.read_text())
-            history.train, history.eval = values.get("train", []), values.get("eval", [])
+        if not path.is_file():
+            return history
+        hint = "repair it, or delete it to start the training curves afresh"
+        try:
+            values = read_json(path, "")
+        except NfplugError as e:
+            raise NfplugError(f"{e}; {hint}") from None
+        if not isinstance(values, dict):
+            raise NfplugError(f"{path}: expected an object with 'train' and 'eval' lists; {hint}")
+        for key in ("train", "eval"):
+            rows = values.get(key, [])
+            if not isinstance(rows, list):
+                raise NfplugError(f"{path}: {key}: expected a list; {hint}")
+            for i, row in enumerate(rows):
+                if not (isinstance(row, dict) and all(_is_number(row.get(k)) for k in ("step", "time", "psnr"))):
+                    raise NfplugError(f"{path}: {key}[{i}]: expected an object with numbers step, time and psnr; {hint}")
+            setattr(history, key, rows)
         return history
 
     def truncate(self, step: int) -> None:
@@ -54,5 +76,8 @@ class History:
             ax.grid(alpha=0.3)
             ax.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        try:
+            with atomic_file(Path(path), "wb") as f:
+                fig.savefig(f, dpi=100, format="png")
+        finally:
+            plt.close(fig)

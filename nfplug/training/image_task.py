@@ -70,6 +70,8 @@ class ImageTask:
         self.images = image[None].to(device)  # [1, H, W, C]
         self.train_mask: Optional[Tensor] = None
         if data.holdout == "checkerboard":
+            if self.height * self.width < 2:
+                raise NfplugError(f"--data.holdout: checkerboard needs at least 2 pixels, {self.root} has 1 (none would be held out)")
             self.train_mask = checkerboard(self.height, self.width)[None].to(device)
 
     # ------------------------------------------------------------------ data

@@ -8,10 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import tyro
@@ -19,9 +18,10 @@ from typing_extensions import Annotated
 
 from nfplug import registry
 from nfplug.api import Field
-from nfplug.config import DEFAULT_PLUGINS, PLUGIN_KINDS, PLUGIN_SLOTS, TrainBase, from_json_dict, to_json_dict
+from nfplug.config import DEFAULT_PLUGINS, PLUGIN_KINDS, PLUGIN_SLOTS, TrainBase, from_json_dict, to_json_dict, validate_options
 from nfplug.errors import NfplugError
-from nfplug.training.checkpoint import latest_checkpoint, load_checkpoint, restoring
+from nfplug.training.checkpoint import load_run_checkpoint, restoring
+from nfplug.training.rundir import atomic_file, os_reason
 
 CONFIG_FILE = "config.json"
 
@@ -54,15 +54,20 @@ def select_device(spec: str) -> torch.device:
 
 
 def write_json_atomic(path: Path, values: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    """Write JSON atomically (mode 0666 minus the umask); a one-line NfplugError naming
+    ``path`` if it cannot be written (read-only, permission denied, disk full)."""
+    with atomic_file(Path(path), "w") as f:
         json.dump(values, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def save_run_config(run_dir: Path, config: Any, names: Dict[str, str]) -> None:
-    write_json_atomic(run_dir / CONFIG_FILE, to_json_dict(config, names))
+    """Write ``config.json``; ``data.path`` is stored absolute, so the run works from any folder."""
+    values = to_json_dict(config, names)
+    data = values.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str) and data["path"] != "demo":
+        data["path"] = os.path.abspath(os.path.expanduser(data["path"]))
+    write_json_atomic(run_dir / CONFIG_FILE, values)
 
 
 def read_json(path: Path, missing: str) -> Any:
@@ -72,6 +77,8 @@ def read_json(path: Path, missing: str) -> Any:
         raise NfplugError(f"{path}: missing; {missing}")
     try:
         return json.loads(path.read_text())
+    except OSError as e:
+        raise NfplugError(f"{path}: cannot read it: {os_reason(e)}") from e
     except json.JSONDecodeError as e:
         raise NfplugError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from e
 
@@ -89,12 +96,18 @@ def read_run_config(run_dir: Path) -> Tuple[Dict[str, str], Dict[str, Any]]:
 
 
 def config_from_run(run_dir: Path) -> Tuple[Any, Dict[str, str]]:
+    """-> (config, plugin names) of a run, its values type-checked and validated as on the
+    command line; any problem is one line naming ``RUN/config.json``."""
     names, values = read_run_config(run_dir)
-    cls = config_type(names, plugin_classes(names))
+    path = Path(run_dir) / CONFIG_FILE
     try:
-        return from_json_dict(cls, values), names
+        config = from_json_dict(config_type(names, plugin_classes(names)), values)
+        validate_options(config)
+    except NfplugError as e:
+        raise NfplugError(f"{path}: {e}") from None
     except (TypeError, ValueError) as e:
-        raise NfplugError(f"{Path(run_dir) / CONFIG_FILE}: invalid option values: {e}") from e
+        raise NfplugError(f"{path}: invalid option values: {e}") from e
+    return config, names
 
 
 def build_field(config: Any, names: Dict[str, str], classes: Dict[str, type], context: Any, device: torch.device, generator: torch.Generator) -> Field:
@@ -105,7 +118,12 @@ def build_field(config: Any, names: Dict[str, str], classes: Dict[str, type], co
             f"--field: '{names['field']}' does not support the {context.task} task "
             f"(it supports: {', '.join(field_cls.tasks)})"
         )
-    field = field_cls(config.field, context)
+    try:
+        field = field_cls(config.field, context)
+    except (MemoryError, RuntimeError) as e:  # a size no validate() estimates, e.g. a huge layer width
+        if not isinstance(e, MemoryError) and "allocate" not in str(e) and "out of memory" not in str(e):
+            raise
+        raise NfplugError(f"--field: not enough memory to build the '{names['field']}' field with these options") from None
     classes["init"](config.init).apply(field, generator)
     return field.to(device)
 
@@ -120,15 +138,15 @@ class LoadedRun:
     step: int
 
 
-def load_run(run_dir: Path, device_spec: str = "auto") -> LoadedRun:
-    """Rebuild a trained run from its config and last checkpoint (for eval and render)."""
+def load_run(run_dir: Path, device_spec: str = "auto", checkpoint: Optional[str] = None) -> LoadedRun:
+    """Rebuild a trained run from its config and last usable checkpoint, or ``checkpoint``
+    (for eval, render and export)."""
     from nfplug.training.tasks import build_task
 
     run_dir = Path(run_dir)
     config, names = config_from_run(run_dir)
     device = select_device(device_spec)
-    path = latest_checkpoint(run_dir)
-    ckpt = load_checkpoint(path, map_location=device)
+    path, ckpt = load_run_checkpoint(run_dir, device, checkpoint)
     classes = plugin_classes(names)
     task = build_task(config, device, load_train=False)
     field = build_field(config, names, classes, task.field_context(), device, torch.Generator().manual_seed(0))

@@ -54,7 +54,7 @@ def lookup_pixels(images: Tensor, image_index: Tensor, pixel_xy: Tensor, mode: s
 class View:
     """One rendered evaluation view: ``rgb``/``gt`` ``[H, W, C]``, ``depth``/``opacity`` ``[H, W]``.
 
-    ``mask [H, W]`` bool, if set, restricts PSNR to those pixels (a pixel hold-out).
+    ``mask [H, W]`` bool, if set, restricts PSNR and SSIM to those pixels (a pixel hold-out).
     """
 
     rgb: Tensor
@@ -77,8 +77,9 @@ class SceneTask:
         if not self.root.exists():
             raise NfplugError(f"--data: {self.root}: no such scene folder")
         self._splits: Dict[str, SceneSplit] = {}
-        if load_train:
+        if load_train:  # the held-out split too, so a broken file fails now, not at the first evaluation
             self._splits["train"] = load_blender(self.root, "train", downscale=data.downscale)
+            self.split(self._eval_split_name())
         first = self._splits.get("train")
         self.train: Optional[SceneSplit] = first
         probe = first or self.split(self._eval_split_name())

@@ -34,8 +34,10 @@ from tqdm import tqdm
 from nfplug.api import Field, SamplerContext, StepFeedback, TrainingStage
 from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
+from nfplug.rendering.backend import describe as describe_rendering
 from nfplug.runtime import retain_freed_memory
-from nfplug.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, restoring, save_checkpoint
+from nfplug.training.checkpoint import restoring, resume_checkpoint, save_checkpoint
+from nfplug.training.rundir import open_run_dir
 from nfplug.training.evaluation import evaluate_parts, evaluate_views, write_metrics
 from nfplug.training.history import History
 from nfplug.training.run import build_field, plugin_classes, save_run_config, select_device
@@ -63,13 +65,19 @@ def learning_rate(config: Any, peak_lr: float, step: int, progress: float) -> fl
     return peak_lr * warm * (o.decay_gamma**n_decays)
 
 
+MAX_MISSED_STEPS = 20
+"""Steps in a row without a single ray reaching the field before training stops with an error
+(one such batch can happen by chance with few rays on a mostly empty scene)."""
+
+
 def default_run_dir(config: Any, names: Dict[str, str], scene_name: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{scene_name}-{names['field']}-{names['sampler']}-{stamp}"
 
 
-def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = None) -> TrainResult:
-    """Train a field as ``config`` says; resume from ``resume_dir``'s last checkpoint if given."""
+def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = None, checkpoint: Optional[Path] = None) -> TrainResult:
+    """Train a field as ``config`` says; resume from ``resume_dir``'s last checkpoint (or from
+    ``checkpoint``) if given. The run folder stays locked against other trainers throughout."""
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     retain_freed_memory()
@@ -78,18 +86,35 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
     generator = torch.Generator().manual_seed(config.seed)
 
     task = build_task(config, device)
+    if task.name == "scene":
+        tqdm.write(f"nfplug: {describe_rendering(device)}")
     classes = plugin_classes(names)
     field = build_field(config, names, classes, task.field_context(), device, generator)
 
     run_dir = Path(resume_dir or config.output or default_run_dir(config, names, task.scene_name))
-    if resume_dir is None and list_checkpoints(run_dir):
-        raise NfplugError(f"--output: {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --output")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_run_config(run_dir, config, names)
+    with open_run_dir(run_dir, resume=resume_dir is not None):  # writable, locked, not a finished run
+        return _train_in(run_dir, config, names, classes, task, field, device, generator, resume=resume_dir is not None, checkpoint_path=checkpoint)
+
+
+def _train_in(
+    run_dir: Path,
+    config: Any,
+    names: Dict[str, str],
+    classes: Dict[str, type],
+    task: Any,
+    field: Field,
+    device: torch.device,
+    generator: torch.Generator,
+    *,
+    resume: bool,
+    checkpoint_path: Optional[Path],
+) -> TrainResult:
+    """The training loop of :func:`train`, in a locked run folder."""
 
     n_trainable = int(task.train_mask.sum()) if task.train_mask is not None else task.images.shape[:3].numel()
     batch_size = n_trainable if config.batch_size == 0 else config.batch_size
     peak_lr = config.optim.lr if config.optim.lr is not None else field.default_lr
+    schedule_steps = config.max_steps  # the learning-rate schedule's length, kept across --resume
     stages = field.training_stages(config.max_steps)
     stage_index = _stage_index(stages, 0)
     optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr)
@@ -110,14 +135,14 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
     )
 
     step, elapsed = 0, 0.0
-    if resume_dir is not None:
-        path = latest_checkpoint(run_dir)
-        ckpt = load_checkpoint(path, map_location=device)
+    if resume:
+        path, ckpt = resume_checkpoint(run_dir, device, checkpoint_path)  # --checkpoint, else the latest usable one
         with restoring(path):
             field.load_state_dict(ckpt["field"])
             step = int(ckpt["step"])
             if "stages" in ckpt:  # the plan the run started with, even if --max-steps changed
                 stages = [TrainingStage(int(s["start"]), tuple(s["parts"]), tuple(s["frozen"])) for s in ckpt["stages"]]
+            schedule_steps = int(ckpt.get("schedule_steps", schedule_steps))
             stage_index = _stage_index(stages, step)
             optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr)
             if int(ckpt.get("stage", 0)) == stage_index:  # else the checkpoint ends the previous stage
@@ -127,6 +152,9 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
             generator.set_state(ckpt["rng"]["generator"])
             torch.set_rng_state(ckpt["rng"]["torch"])
             elapsed = float(ckpt["elapsed"])
+            if device.type == "cuda" and "cuda" in ckpt["rng"]:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
+    save_run_config(run_dir, config, names)  # only now: a failed --resume leaves the run's config as it was
     history = History.load(run_dir)
     history.truncate(step)
     pending_marks = sorted(t for t in config.eval_at_seconds if t > elapsed)
@@ -139,9 +167,10 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
                 "optimizer": optimizer.state_dict(),
                 "stage": stage_index,
                 "stages": [dataclasses.asdict(stage) for stage in stages],
+                "schedule_steps": schedule_steps,
                 "task": task.state_dict(),
                 "sampler": sampler.state_dict(),
-                "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
+                "rng": _rng_state(generator, device),
                 "elapsed": elapsed,
             },
             step,
@@ -152,19 +181,24 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
     eval_split = task.eval_split_name
     interrupted = False
     field.train()
-    previous_handlers = _stop_on_signals()
+    stop = _StopRequest()
+    missed = 0  # steps in a row whose rays all missed the occupied volume
+    missed_limit = max(1, min(MAX_MISSED_STEPS, config.max_steps - step))  # a short run that never hit fails too
     late = [s for s in stages if s.start >= config.max_steps]
     if late:
         tqdm.write(f"nfplug: warning: {len(late)} of the field's {len(stages)} training stages start after --max-steps {config.max_steps}")
     try:
         while step < config.max_steps and (config.max_time is None or elapsed < config.max_time):
+            if stop.requested:
+                interrupted = True
+                break
             t0 = time.perf_counter()
             if _stage_index(stages, step) != stage_index:
                 stage_index = _stage_index(stages, step)
                 optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr)
                 tqdm.write(f"step {step}: training stage {stage_index + 1} of {len(stages)} ({_describe(stages[stage_index])})")
             stage = stages[stage_index]
-            stage_end = stages[stage_index + 1].start if stage_index + 1 < len(stages) else config.max_steps
+            stage_end = stages[stage_index + 1].start if stage_index + 1 < len(stages) else schedule_steps
             stage_progress = (step - stage.start) / max(1, stage_end - stage.start)
             progress = max(stage_progress, elapsed / config.max_time if config.max_time else 0.0)
             lr = learning_rate(config, peak_lr, step - stage.start, progress)
@@ -192,8 +226,18 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
             loss = (batch.weight * per_ray).mean() + sum((batch.weight * other).mean() for other in narrower)
 
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if loss.requires_grad:
+                missed = 0
+                loss.backward()
+                optimizer.step()
+            else:  # no sample reached the field: nothing to learn from this batch
+                missed += 1
+                if missed == missed_limit:
+                    raise NfplugError(
+                        f"steps {step + 1 - missed}-{step}: no training ray hit the scene's occupied volume (no sample reached "
+                        f"the field); check that the cameras (poses in transforms_*.json) look at the scene box, "
+                        f"--render.samples-per-cell, and that the box lies between the near and far bounds"
+                    )
             position_grad = None
             if sampler.needs_position_grad:
                 # One backward pass serves both: d loss / d xy_i = weight_i / B * d per_ray_i / d xy_i.
@@ -227,6 +271,8 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
                 writer.add_scalar("train/rays_per_second", rays_per_s, step)
                 for key, value in stats.items():
                     writer.add_scalar(f"train/{key}", value, step)
+                for key, value in sampler.scalars().items():
+                    writer.add_scalar(f"sampler/{key}", value, step)
                 if hasattr(task, "renderer"):
                     writer.add_scalar("train/grid_occupancy", task.renderer.occupancy(), step)
             passed_mark = bool(pending_marks) and elapsed >= pending_marks[0]
@@ -237,11 +283,9 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
                 field.train()
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 checkpoint()
-    except KeyboardInterrupt:
-        interrupted = True
     finally:
         bar.close()
-        _restore_signals(previous_handlers)
+        stop.restore()
 
     checkpoint()
     history.save(run_dir)
@@ -320,28 +364,44 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _stop_on_signals() -> Dict[int, Any]:
-    """Ctrl-C (SIGINT) and SIGTERM stop training with a checkpoint instead of killing it.
+class _StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM ask training to stop at the next step boundary, so the
+    checkpoint written then holds one whole step (parameters, optimizer, sampler, RNGs).
 
-    SIGINT is handled explicitly because a shell starts background jobs with it ignored.
+    A second signal raises KeyboardInterrupt at once: the run stops without a checkpoint
+    and the last one written stays. SIGINT is handled explicitly because a shell starts
+    background jobs with it ignored.
     """
-    import signal
-    import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        return {}
+    def __init__(self) -> None:
+        import signal
+        import threading
 
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        self.requested = False
+        self.previous: Dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("nfplug: stopping after this step to write a checkpoint (signal again to stop at once, without one)")
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
-def _restore_signals(previous: Dict[int, Any]) -> None:
-    import signal
-
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+def _rng_state(generator: torch.Generator, device: torch.device) -> Dict[str, Any]:
+    """Every random state a step draws from: the sampler's generator, torch's CPU RNG and,
+    on a GPU, the device's RNG (stratified marching and random backgrounds draw there)."""
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
 def _seed_everything(seed: int) -> None:

@@ -33,7 +33,7 @@ from typing import List, Tuple
 import torch
 from torch import Tensor, nn
 
-from nfplug.api import Field, FieldContext
+from nfplug.api import Field, FieldContext, check, require_range
 from nfplug.errors import NfplugError
 from nfplug_builtins.inits.siren import siren_uniform_
 
@@ -87,22 +87,26 @@ class ASMRField(Field):
         bases_y: Tuple[int, ...] = ()
         """Radix of each level along y (rows), coarsest first; product = image height. Empty: factorize the height."""
 
+        def validate(self) -> None:
+            require_range(self.levels, "--field.levels", 2, 32)  # an axis of < 2^32 pixels has <= 32 prime factors
+            require_range(self.hidden_features, "--field.hidden-features", 1)
+            require_range(self.omega_0, "--field.omega-0", 0, low_open=True)
+            require_range(self.bases_x, "--field.bases-x", 1)
+            require_range(self.bases_y, "--field.bases-y", 1)
+            n_x, n_y = len(self.bases_x) or self.levels, len(self.bases_y) or self.levels  # empty: --field.levels
+            check(n_x == n_y, "--field.bases-x", f"must have the same length as --field.bases-y (empty: --field.levels), got {n_x} and {n_y}")
+            check(2 <= n_x <= 32, "--field.bases-x", f"must have between 2 and 32 entries (levels), got {n_x}")
+
     description = "multi-resolution SIREN with activation sharing (ASMR, Li et al. 2024), images only"
     tasks = ("image",)
 
     def __init__(self, config: "ASMRField.Config", context: FieldContext) -> None:
         super().__init__(config, context)
-        c = config
-        if c.hidden_features < 1 or not c.omega_0 > 0:
-            raise NfplugError(f"--field.hidden-features must be >= 1 and --field.omega-0 > 0, got {c.hidden_features} and {c.omega_0}")
+        c = config  # validated by Field.__init__; the bases' products depend on the image
         self.bases_x = self._bases(c.bases_x, 1, "x")
         self.bases_y = self._bases(c.bases_y, 0, "y")
-        if len(self.bases_x) != len(self.bases_y):
-            raise NfplugError(f"--field.bases-x and --field.bases-y must have the same length, got {self.bases_x} and {self.bases_y}")
         self.width, self.height = math.prod(self.bases_x), math.prod(self.bases_y)
         levels, f = len(self.bases_x), c.hidden_features
-        if levels < 2:
-            raise NfplugError(f"--field.levels (or the bases' length) must be >= 2, got {levels}")
         widths = [2] + [f] * (levels - 1) + [context.out_channels]
         self.net = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         # Modulators keep nn.Linear's default init, as in the authors' code (no SIREN init on them).
@@ -112,13 +116,11 @@ class ASMRField(Field):
     def _bases(self, given: Tuple[int, ...], axis: int, name: str) -> Tuple[int, ...]:
         size = None if self.context.resolution is None else self.context.resolution[axis]
         if given:
-            if any(b < 1 for b in given) or (size is not None and math.prod(given) != size):
-                raise NfplugError(f"--field.bases-{name}: bases must be >= 1 with product {size}, got {tuple(given)}")
+            if size is not None and math.prod(given) != size:
+                raise NfplugError(f"--field.bases-{name}: the bases' product must be the image's {'width' if axis else 'height'}, {size}, got {tuple(given)}")
             return tuple(given)
         if size is None:
             raise NfplugError(f"--field.bases-{name}: the image size is unknown, give the bases explicitly")
-        if self.config.levels < 2:
-            raise NfplugError(f"--field.levels must be >= 2, got {self.config.levels}")
         return factorize(size, self.config.levels)
 
     def layers(self) -> List[nn.Linear]:

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import Field, FieldContext
+from nfplug.api import Field, FieldContext, require_range
 from nfplug.encoding.frequency import PositionalEncoding
-from nfplug.errors import NfplugError
+
+MAX_FREQUENCIES = 32  # 2^31 pi: finer than float32 coordinates resolve
 
 
 class MLPField(Field):
@@ -42,14 +43,20 @@ class MLPField(Field):
         image_n_frequencies: int = 8
         """Frequencies for image coordinates: 2^7 pi resolves ~250-pixel-wide images."""
 
+        def validate(self) -> None:
+            require_range(self.width, "--field.width", 2)  # the view layer is width / 2 wide
+            require_range(self.depth, "--field.depth", 1)
+            require_range(self.skip, "--field.skip", -1)
+            require_range(self.n_frequencies_pos, "--field.n-frequencies-pos", 0, MAX_FREQUENCIES)
+            require_range(self.n_frequencies_dir, "--field.n-frequencies-dir", 0, MAX_FREQUENCIES)
+            require_range(self.image_n_frequencies, "--field.image-n-frequencies", 0, MAX_FREQUENCIES)
+
     description = "NeRF MLP with positional encoding (Mildenhall et al. 2020)"
     tasks = ("scene", "image")
 
     def __init__(self, config: "MLPField.Config", context: FieldContext) -> None:
         super().__init__(config, context)
         c = config
-        if c.width < 2 or c.depth < 1:
-            raise NfplugError(f"--field.width must be >= 2 and --field.depth >= 1, got {c.width} and {c.depth}")
         dim = 3 if context.task == "scene" else 2
         n_freq = c.n_frequencies_pos if context.task == "scene" else c.image_n_frequencies
         self.pos_enc = PositionalEncoding(dim, n_freq)

@@ -17,10 +17,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import Field, FieldContext
+from nfplug.api import Field, FieldContext, check_memory, require_choice, require_range
 from nfplug.encoding.frequency import spherical_harmonics
-from nfplug.encoding.hashgrid import HashGrid
+from nfplug.encoding.hashgrid import HashGrid, grid_layout
 from nfplug.errors import NfplugError
+
+MAX_LEVELS = 128  # tiny-cuda-nn's limit on hash-grid levels
+MAX_RESOLUTION = 2**24  # finer cells than float32 positions in [0, 1] can tell apart
+FEATURES_PER_LEVEL = (1, 2, 4, 8)  # the kernel's
+MAX_LOG2_HASHMAP_SIZE = 31  # the kernel indexes a level's table with uint32
+
+
+def validate_hash_grid(c: object, grids: Tuple[Tuple[str, int, int], ...]) -> None:
+    """The hash-grid options shared by ``ngp`` and ``streamable`` (``c.n_levels``,
+    ``c.n_features_per_level``, ``c.log2_hashmap_size``, ``c.base_resolution``), and the memory
+    of the largest of ``grids`` (``(task, dim, max_resolution)``): its float32 tables, their
+    gradients and Adam's two moments must fit in the machine's memory."""
+    require_range(c.n_levels, "--field.n-levels", 1, MAX_LEVELS)
+    require_choice(c.n_features_per_level, "--field.n-features-per-level", FEATURES_PER_LEVEL)
+    require_range(c.base_resolution, "--field.base-resolution", 1, MAX_RESOLUTION)
+    log2 = min(max(c.log2_hashmap_size, 0), 64)  # the estimate must not build a huge integer
+    tables = []
+    for task, dim, max_res in grids:
+        layout = grid_layout(dim, c.n_levels, c.n_features_per_level, log2, c.base_resolution, max_res)
+        tables.append((layout.n_params * c.n_features_per_level * 4, task))
+    table, task = max(tables)
+    what = f"a {task}'s hash tables ({table / 1e9:.1f} GB), with their gradients and Adam's moments,"
+    check_memory(4 * table, "--field.log2-hashmap-size", what)
+    require_range(c.log2_hashmap_size, "--field.log2-hashmap-size", 1, MAX_LOG2_HASHMAP_SIZE)
 
 
 class _TruncExp(torch.autograd.Function):
@@ -80,14 +104,20 @@ class NGPField(Field):
         """Raw density -> sigma: ``trunc_exp(raw - 1)`` as in nerfacc's instant-ngp
         example, or ``softplus(raw - 1)``."""
 
+        def validate(self) -> None:
+            require_range(self.max_resolution, "--field.max-resolution", 1, MAX_RESOLUTION)
+            require_range(self.image_max_resolution, "--field.image-max-resolution", 1, MAX_RESOLUTION)
+            validate_hash_grid(self, (("scene", 3, self.max_resolution), ("image", 2, self.image_max_resolution)))
+            require_range(self.hidden_dim, "--field.hidden-dim", 1)
+            require_range(self.geo_feat_dim, "--field.geo-feat-dim", 0)
+            require_choice(self.density_activation, "--field.density-activation", ("trunc_exp", "softplus"))
+
     description = "Instant-NGP: multiresolution hash grid + small MLPs (C++ CPU kernel)"
     tasks = ("scene", "image")
 
     def __init__(self, config: "NGPField.Config", context: FieldContext) -> None:
         super().__init__(config, context)
-        c = config
-        if c.n_features_per_level not in (1, 2, 4, 8):
-            raise NfplugError(f"--field.n-features-per-level must be 1, 2, 4 or 8, got {c.n_features_per_level}")
+        c = config  # validated by Field.__init__ (Config.validate); the rest depends on the task
         dim = 3 if context.task == "scene" else 2
         max_res = c.max_resolution if context.task == "scene" else c.image_max_resolution
         if not 1 <= c.base_resolution <= max_res:

@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import Field, FieldContext
-from nfplug.errors import NfplugError
+from nfplug.api import Field, FieldContext, require_range
 from nfplug_builtins.inits.siren import siren_uniform_
 
 
@@ -43,18 +42,18 @@ class SirenField(Field):
         first_omega_0: float = 30.0
         """Frequency factor of the first layer's sine."""
 
+        def validate(self) -> None:
+            require_range(self.hidden_features, "--field.hidden-features", 1)
+            require_range(self.hidden_layers, "--field.hidden-layers", 0)
+            require_range(self.omega_0, "--field.omega-0", 0, low_open=True)
+            require_range(self.first_omega_0, "--field.first-omega-0", 0, low_open=True)
+
     description = "MLP with sine activations (SIREN, Sitzmann et al. 2020)"
     tasks = ("scene", "image")
 
     def __init__(self, config: "SirenField.Config", context: FieldContext) -> None:
         super().__init__(config, context)
         c = config
-        if c.hidden_features < 1 or c.hidden_layers < 0:
-            raise NfplugError(
-                f"--field.hidden-features must be >= 1 and --field.hidden-layers >= 0, got {c.hidden_features} and {c.hidden_layers}"
-            )
-        if not (c.omega_0 > 0 and c.first_omega_0 > 0):
-            raise NfplugError(f"--field.omega-0 and --field.first-omega-0 must be > 0, got {c.omega_0} and {c.first_omega_0}")
         dim = 3 if context.task == "scene" else 2
         out_dim = 4 if context.task == "scene" else context.out_channels
         widths = [dim] + [c.hidden_features] * (c.hidden_layers + 1) + [out_dim]

@@ -30,11 +30,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nfplug.api import Field, FieldContext, TrainingStage
+from nfplug.api import Field, FieldContext, TrainingStage, check, require_range
 from nfplug.encoding.frequency import spherical_harmonics
 from nfplug.encoding.hashgrid import HashGrid
 from nfplug.errors import NfplugError
-from nfplug_builtins.fields.ngp import trunc_exp
+from nfplug_builtins.fields.ngp import MAX_RESOLUTION, trunc_exp, validate_hash_grid
 
 IMAGE_WIDTHS = (30, 69, 110, 151)  # the authors' spectral-growing widths for Kodak
 SCENE_WIDTHS = (16, 32, 48, 64)  # ngp's hidden width 64 in four parts
@@ -103,6 +103,18 @@ class StreamableField(Field):
         max_resolution: int = 2048
         geo_feat_dim: int = 15
 
+        def validate(self) -> None:
+            w = self.widths
+            increasing = w is None or (len(w) > 0 and all(b > a for a, b in zip((0, *w[:-1]), w)))
+            check(increasing, "--field.widths", f"must be increasing positive widths, one per part, got {list(w or ())}")
+            require_range(self.steps_per_stage, "--field.steps-per-stage", 0)
+            require_range(self.hidden_layers, "--field.hidden-layers", 0)
+            require_range(self.omega_0, "--field.omega-0", 0, low_open=True)
+            require_range(self.max_resolution, "--field.max-resolution", 1, MAX_RESOLUTION)
+            validate_hash_grid(self, (("scene", 3, self.max_resolution),))
+            check(self.base_resolution <= self.max_resolution, "--field.base-resolution", f"must be at most --field.max-resolution ({self.max_resolution})")
+            require_range(self.geo_feat_dim, "--field.geo-feat-dim", 0)
+
     description = "streamable field: parts of growing width decode coarse to fine (Cho et al. 2022)"
     tasks = ("scene", "image")
 
@@ -110,17 +122,11 @@ class StreamableField(Field):
         super().__init__(config, context)
         c = config
         widths = c.widths if c.widths is not None else (SCENE_WIDTHS if context.task == "scene" else IMAGE_WIDTHS)
-        if not widths or any(b <= a for a, b in zip((0, *widths[:-1]), widths)):
-            raise NfplugError(f"--field.widths: must be increasing positive widths, one per part, got {list(widths)}")
-        if c.steps_per_stage < 0:
-            raise NfplugError(f"--field.steps-per-stage: must be >= 0, got {c.steps_per_stage}")
         self.widths = tuple(widths)
         self._parts: Optional[int] = None
         new = _new_units(widths)
         zero_new = c.mode == "progressive"
         if context.task == "image":
-            if c.hidden_layers < 0 or not c.omega_0 > 0:
-                raise NfplugError(f"--field.hidden-layers must be >= 0 and --field.omega-0 > 0, got {c.hidden_layers}, {c.omega_0}")
             self.default_lr = 2e-4  # the authors' learning rate
             inputs = [2] + [0] * (len(new) - 1)  # every part reads the coordinates
             self.hidden = nn.ModuleList([BlockLinear(inputs, new, bias=True)])

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from nfplug.api import Field, Init
+from nfplug.api import Field, Init, require_range
 from nfplug.errors import NfplugError
 
 
@@ -68,7 +68,8 @@ def field_layers(field: Field, init_name: str) -> List[nn.Linear]:
 
 
 def resolve_omega_0(omega_0: Optional[float], field: Field, init_name: str) -> float:
-    """The init's ``omega_0``: its own option, else the field's (a siren field), else SIREN's 30."""
+    """The init's ``omega_0``: its own option (validated with the options), else the field's (a
+    siren field), else SIREN's 30; the field's is checked here, a third-party field may hold anything."""
     value = omega_0 if omega_0 is not None else float(getattr(field.config, "omega_0", 30.0))
     if not value > 0:
         raise NfplugError(f"--init.omega-0: must be > 0, got {value} (init {init_name})")
@@ -83,6 +84,9 @@ class SirenInit(Init):
         omega_0: Optional[float] = None
         """Hidden-layer frequency omega_0 in the bound sqrt(6 / fan_in) / omega_0
         (default: the field's own omega_0 if it has one, else 30 as in the paper)."""
+
+        def validate(self) -> None:
+            require_range(self.omega_0, "--init.omega-0", 0, low_open=True)
 
     description = "SIREN initialization (Sitzmann et al. 2020)"
 

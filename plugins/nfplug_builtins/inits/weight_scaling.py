@@ -18,8 +18,7 @@ from typing import Optional
 
 import torch
 
-from nfplug.api import Field, Init
-from nfplug.errors import NfplugError
+from nfplug.api import Field, Init, require_range
 from nfplug_builtins.inits.siren import field_layers, resolve_omega_0, siren_uniform_
 
 
@@ -33,12 +32,11 @@ class WeightScalingInit(Init):
         omega_0: Optional[float] = None
         """Hidden-layer omega_0 of the underlying SIREN init (default: the field's, else 30)."""
 
-    description = "SIREN init with weights scaled by alpha (Yeom et al., ICLR 2025)"
+        def validate(self) -> None:
+            require_range(self.alpha, "--init.alpha", 0, low_open=True)
+            require_range(self.omega_0, "--init.omega-0", 0, low_open=True)
 
-    def __init__(self, config: "WeightScalingInit.Config") -> None:
-        super().__init__(config)
-        if not config.alpha > 0:
-            raise NfplugError(f"--init.alpha: must be > 0, got {config.alpha}")
+    description = "SIREN init with weights scaled by alpha (Yeom et al., ICLR 2025)"
 
     def apply(self, field: Field, generator: torch.Generator) -> None:
         layers = field_layers(field, "weight-scaling")

@@ -1,20 +1,28 @@
 """``softmine``: soft mining with Langevin Monte-Carlo (Kheradmand et al., CVPR 2024).
 
 A persistent set of sample positions, each tied to one training image (the batch is
-split evenly over the images), drifts towards high error:
+split evenly over the images), drifts towards high error. The update is the authors'
+(github.com/ubc-vision/nf-soft-mining, ``examples/train_ngp_nerf_prop.py`` and
+``examples/datasets/lmc.py``), term for term::
 
-    u <- u + a * grad log l + b * eta,   eta ~ N(0, I)
+    u_i <- u_i + a * g_i + b * eta_i,   eta_i ~ N(0, I)
+    g_i  = (d mean_j(c_j l_j) / d x_i) / (c_i * (c_i l_i))  =  (d log l_i / d x_i) / (B * c_i)
 
-with ``u`` the position normalised to ``[0, 1]^2``. As in the authors' code
-(github.com/ubc-vision/nf-soft-mining, ``examples/datasets/lmc.py``), the gradient of
-the log loss is taken with respect to *pixel* coordinates while the step is applied to
-the normalised ones; rays go through the centre of the nearest pixel, so the ground
-truth of a ray is exactly its pixel. After each move, samples that left the image (or
-a trainable-pixel mask) or whose loss is among the lowest ``low_loss_fraction`` are
-re-drawn from a Sobel-edge distribution of their image, and a further
-``uniform_fraction`` of them, chosen at random, uniformly. The loss of each ray is
-weighted by ``c = (1 / e)^r`` (``e`` its L1 error, mean over channels), clamped to
-``[c_min, mean(c) + std(c)]`` and detached, where ``r = min(step / ramp_steps, alpha)``.
+with ``u`` the position normalised to ``[0, 1]^2``, ``x`` the same position in *pixels*
+(the gradient is taken in pixels, the step applied to normalised coordinates), ``l_i`` the
+ray's loss, ``c_i`` its soft-mining weight and ``B`` the rays per step. The authors' loss is
+``mean(c * l)`` over the batch, and their ``loss_per_pix`` already holds ``c * l`` when they
+divide by ``correction * loss_per_pix``: hence the ``1 / (B c_i)``. With the defaults
+(a = 20, b = 0.02) and 4096 rays a step the drift is small next to the noise; samples
+mostly wander and are re-drawn. ``--sampler.drift-scale`` multiplies ``a``.
+
+Rays go through the centre of the nearest pixel, so the ground truth of a ray is exactly
+its pixel. After each move, samples that left the image (or a trainable-pixel mask) or
+whose weighted loss ``c l`` is among the lowest ``low_loss_fraction`` are re-drawn from a
+Sobel-edge distribution of their image, and a further ``uniform_fraction`` of them, chosen
+at random, uniformly. The loss of each ray is weighted by ``c = (1 / e)^r`` (``e`` its L1
+error, mean over channels), clamped to ``[c_min, mean(c) + std(c)]`` and detached, where
+``r = min(step / ramp_steps, alpha)``.
 """
 
 from __future__ import annotations
@@ -38,7 +46,12 @@ class SoftMineConfig:
     ramp_steps: int = 1000
     """r = min(step / ramp_steps, alpha): the exponent grows by 1 / ramp_steps per step (authors' code)."""
     step_size: float = 20.0
-    """Langevin drift a, applied to the gradient of the log loss (see module doc for units)."""
+    """Langevin drift a (authors' value): u += a * d log l / d pixel / (B c), u in [0, 1]^2
+    (see the module doc)."""
+    drift_scale: float = 1.0
+    """Extra factor on the drift a (1: the authors' update). nfplug 0.1 moved samples about
+    B * c times further (B rays per step, c the loss weight), which --sampler.drift-scale 4096
+    at 4096 rays per step roughly restores."""
     noise: float = 0.02
     """Langevin noise b, in coordinates normalised to [0, 1]."""
     low_loss_fraction: float = 0.1
@@ -52,6 +65,19 @@ class SoftMineConfig:
     """Lower clamp of the loss weight."""
     snap: bool = True
     """Rays through the centre of the nearest pixel (authors' code); False keeps continuous positions."""
+
+    def validate(self) -> None:
+        from nfplug.api import require_choice, require_range
+
+        require_range(self.alpha, "--sampler.alpha", 0)
+        require_range(self.ramp_steps, "--sampler.ramp-steps", 1)
+        require_range(self.step_size, "--sampler.step-size", 0)
+        require_range(self.drift_scale, "--sampler.drift-scale", 0)
+        require_range(self.noise, "--sampler.noise", 0)
+        require_range(self.low_loss_fraction, "--sampler.low-loss-fraction", 0, 1)
+        require_range(self.uniform_fraction, "--sampler.uniform-fraction", 0, 1)
+        require_choice(self.redraw, "--sampler.redraw", ("edges", "uniform"))
+        require_range(self.weight_min, "--sampler.weight-min", 0)
 
 
 def sobel_edges(images: Tensor) -> Tensor:
@@ -105,11 +131,7 @@ class SoftMineSampler(Sampler):
     needs_position_grad = True
 
     def __init__(self, config: SoftMineConfig, context: SamplerContext) -> None:
-        super().__init__(config, context)
-        if config.redraw not in ("edges", "uniform"):
-            raise NfplugError(f"--sampler.redraw: '{config.redraw}' is not one of edges, uniform")
-        if config.alpha < 0 or config.ramp_steps < 1:
-            raise NfplugError("--sampler.alpha must be >= 0 and --sampler.ramp-steps >= 1")
+        super().__init__(config, context)  # validates config (SoftMineConfig.validate)
         n, h, w = context.n_images, context.height, context.width
         self.batch_size = context.batch_size
         # Contiguous, near-equal groups: sample i belongs to image floor(i * n / B).
@@ -122,8 +144,9 @@ class SoftMineSampler(Sampler):
         edges = sobel_edges(context.images.cpu()) * mask
         self.edge_cdf = _cdf(edges) if config.redraw == "edges" else self.uniform_cdf
         self.positions: Optional[Tensor] = None  # [B, 2] normalised (x, y) in [0, 1]
-        self.pending_grad: Optional[Tensor] = None  # [B, 2] d log l / d pixel_xy of the last step
-        self.pending_loss: Optional[Tensor] = None  # [B]
+        self.pending_grad: Optional[Tensor] = None  # [B, 2] the authors' g of the last step (module doc)
+        self.pending_loss: Optional[Tensor] = None  # [B] weighted loss c * l of the last step
+        self.redrawn: Dict[str, float] = {}  # fractions re-drawn at the last move, by reason
 
     # ----------------------------------------------------------------- geometry
     def _size(self) -> Tensor:
@@ -170,7 +193,7 @@ class SoftMineSampler(Sampler):
         assert self.positions is not None and self.pending_grad is not None and self.pending_loss is not None
         b = self.batch_size
         noise = torch.randn(b, 2, generator=generator)
-        self.positions = self.positions + cfg.step_size * self.pending_grad + cfg.noise * noise
+        self.positions = self.positions + cfg.drift_scale * cfg.step_size * self.pending_grad + cfg.noise * noise
         outside = ((self.positions < 0) | (self.positions > 1)).any(dim=1)
         outside |= ~self._trainable(self._pixels(self.positions.clamp(0, 1)))
         n_low = int(cfg.low_loss_fraction * b)
@@ -187,6 +210,7 @@ class SoftMineSampler(Sampler):
             self.positions[redraw] = self._to_normalised(sample_pixels(self.edge_cdf, self.image_index[redraw], generator))
         self.positions = self.positions.clamp(0.0, 1.0)
         self.pending_grad = self.pending_loss = None
+        self.redrawn = {"left_image": outside.float().mean().item(), "low_loss": (low & ~outside).float().mean().item()}
 
     def loss_weight(self, step: int, batch: RayBatch, loss: Tensor, error: Tensor) -> Tensor:
         cfg = self.config
@@ -202,18 +226,25 @@ class SoftMineSampler(Sampler):
         if feedback.position_grad is None:
             return
         loss = feedback.loss.detach().cpu().float()
-        # d log l / d pixel_xy; the engine hands back d l / d pixel_xy, unweighted.
-        self.pending_grad = feedback.position_grad.detach().cpu().float() / (loss[:, None] + torch.finfo(torch.float32).eps)
-        self.pending_loss = loss
+        c = feedback.batch.weight.detach().cpu().float()
+        # The engine hands back d l_i / d pixel_xy_i, unweighted; the authors' g_i (module doc).
+        eps = torch.finfo(torch.float32).eps
+        self.pending_grad = feedback.position_grad.detach().cpu().float() / (self.batch_size * c * loss + eps)[:, None]
+        self.pending_loss = c * loss  # the authors rank the weighted loss for low-loss re-draws
+
+    def scalars(self) -> Dict[str, float]:
+        """Fractions of the samples re-drawn at the last move: they left the image, or had low loss."""
+        return {f"redrawn_{key}": value for key, value in self.redrawn.items()}
 
     # -------------------------------------------------------------------- state
     def state_dict(self) -> Dict[str, Any]:
-        return {"positions": self.positions, "pending_grad": self.pending_grad, "pending_loss": self.pending_loss}
+        return {"positions": self.positions, "pending_grad": self.pending_grad, "pending_loss": self.pending_loss, "redrawn": dict(self.redrawn)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.positions = _cpu(state.get("positions"))
         self.pending_grad = _cpu(state.get("pending_grad"))
         self.pending_loss = _cpu(state.get("pending_loss"))
+        self.redrawn = {str(k): float(v) for k, v in state.get("redrawn", {}).items()}
 
 
 def _cdf(weights: Tensor) -> Tensor:

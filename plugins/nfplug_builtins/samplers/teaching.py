@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
-from nfplug.api import RayBatch, Sampler, SamplerContext, StepFeedback
+from nfplug.api import RayBatch, Sampler, SamplerContext, StepFeedback, require_choice, require_range
 from nfplug.errors import NfplugError
 
 SCHEDULES = ("step", "constant", "linear", "cosine")
@@ -46,6 +46,13 @@ class TeachingConfig:
     refresh_rays: int = -1
     """Chunked error map: pixels re-measured per step, on top of the training batch's own errors
     (-1: as many as the batch size; each costs a forward pass without gradients)."""
+
+    def validate(self) -> None:
+        require_range(self.ratio, "--sampler.ratio", 0, 1, low_open=True)
+        require_choice(self.schedule, "--sampler.schedule", SCHEDULES)
+        require_choice(self.reselect, "--sampler.reselect", RESELECTIONS)
+        require_choice(self.error_map, "--sampler.error-map", ERROR_MAPS)
+        require_range(self.refresh_rays, "--sampler.refresh-rays", -1)  # -1: the batch size
 
 
 def ratio_at(schedule: str, step: int, max_steps: int, r0: float) -> float:
@@ -84,15 +91,7 @@ class TeachingSampler(Sampler):
     description = "implicit neural teaching: train on the top-k error pixels, re-ranked on a schedule (ICML 2024)"
 
     def __init__(self, config: TeachingConfig, context: SamplerContext) -> None:
-        super().__init__(config, context)
-        ratio_at(config.schedule, 0, 1, config.ratio)
-        is_selection_step(config.reselect, 0, 1)
-        if not 0.0 < config.ratio <= 1.0:
-            raise NfplugError(f"--sampler.ratio: {config.ratio} must be in (0, 1]")
-        if config.error_map not in ERROR_MAPS:
-            raise NfplugError(f"--sampler.error-map: '{config.error_map}' is not one of {', '.join(ERROR_MAPS)}")
-        if config.refresh_rays < -1:
-            raise NfplugError(f"--sampler.refresh-rays: {config.refresh_rays} must be >= 0, or -1 for the batch size")
+        super().__init__(config, context)  # validates config (TeachingConfig.validate)
         self.image_index, self.pixel_xy = context.trainable_pixels()
         self.n_pixels = self.image_index.shape[0]
         mode = config.error_map
