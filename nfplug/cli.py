@@ -108,6 +108,16 @@ def _tyro_error_message(text: str) -> str:
 # ---------------------------------------------------------------------- train
 
 
+def _option_value(argv: List[str], i: int) -> Tuple[str, int]:
+    """The value of the option at ``argv[i]`` (``--KEY=VALUE`` or ``--KEY VALUE``) and the index after it."""
+    key, eq, inline = argv[i].partition("=")
+    if eq:
+        return inline, i + 1
+    if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+        return argv[i + 1], i + 2
+    raise NfplugError(f"{key}: expects a value")
+
+
 def split_train_argv(argv: List[str]) -> Tuple[Dict[str, str], Optional[str], List[str]]:
     """Take ``--field/--sampler/--init NAME`` and ``--resume DIR`` out of argv.
 
@@ -120,26 +130,19 @@ def split_train_argv(argv: List[str]) -> Tuple[Dict[str, str], Optional[str], Li
     rest: List[str] = []
     i = 0
     while i < len(argv):
-        token = argv[i]
-        key, eq, inline = token.partition("=")
+        key = argv[i].partition("=")[0]
         slot = key[2:] if key.startswith("--") else None
-        if slot in PLUGIN_SLOTS or slot in ("resume", "data"):
-            if eq:
-                value = inline
-            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                value = argv[i + 1]
-                i += 1
-            else:
-                raise NfplugError(f"{key}: expects a value")
-            if slot == "resume":
-                resume = value
-            elif slot == "data":
-                rest += ["--data.path", value]
-            else:
-                names[slot] = value
+        if slot not in PLUGIN_SLOTS and slot not in ("resume", "data"):
+            rest.append(argv[i])
+            i += 1
+            continue
+        value, i = _option_value(argv, i)
+        if slot == "resume":
+            resume = value
+        elif slot == "data":
+            rest += ["--data.path", value]
         else:
-            rest.append(token)
-        i += 1
+            names[slot] = value
     return names, resume, rest
 
 
@@ -149,18 +152,11 @@ def take_option(argv: List[str], name: str) -> Tuple[Optional[str], List[str]]:
     rest: List[str] = []
     i = 0
     while i < len(argv):
-        key, eq, inline = argv[i].partition("=")
-        if key == f"--{name}":
-            if eq:
-                value = inline
-            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                value = argv[i + 1]
-                i += 1
-            else:
-                raise NfplugError(f"{key}: expects a value")
+        if argv[i].partition("=")[0] == f"--{name}":
+            value, i = _option_value(argv, i)
         else:
             rest.append(argv[i])
-        i += 1
+            i += 1
     return value, rest
 
 

@@ -339,7 +339,7 @@ def _from_json(tp: Any, value: Any, key: str) -> Any:
         if not any(value == a and type(value) is type(a) for a in args):
             raise wrong("one of " + ", ".join(repr(a) for a in args))
         return value
-    if origin is Union or origin is types.UnionType:  # Optional[X], X | None
+    if origin is Union or origin is getattr(types, "UnionType", Union):  # Optional[X], X | None (3.10+)
         options = [a for a in args if a is not type(None)]
         if value is None and len(options) < len(args):
             return None
