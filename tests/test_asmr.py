@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import smooth_image, write_png
-from test_fields_builtin import assert_all_params_get_finite_grads
+from test_fields_builtin import assert_gradients_flow
 from nfplug.api import FieldContext
 from nfplug.cli import main
 from nfplug.errors import NfplugError
@@ -51,7 +51,7 @@ def test_shapes_gradients_and_layers() -> None:
     out = field(coords)
     assert out.shape == (100, 3) and torch.isfinite(out).all()
     out.square().mean().backward()
-    assert_all_params_get_finite_grads(field)
+    assert_gradients_flow(field)
     assert all(m.weight.grad.abs().sum() > 0 for m in field.modulators)
 
 
