@@ -343,6 +343,18 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(image: Path, tmp_p
     assert "--checkpoint: only with --resume" in one_line_error(capsys)
 
 
+def test_a_failed_resume_from_an_earlier_checkpoint_sets_nothing_aside(image: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert train(image, run, "--max-steps", "4", "--checkpoint-every", "2") == 0
+    before = [p.name for p in list_checkpoints(run)]
+    older = list_checkpoints(run)[0]
+    # a different network than the checkpoint holds: the restore fails
+    assert main(["train", "--resume", str(run), "--checkpoint", older.name, "--max-steps", "6", "--field.hidden-features", "24"]) == 2
+    assert "does not match the run's config" in one_line_error(capsys)
+    assert [p.name for p in list_checkpoints(run)] == before
+    assert not list((run / "checkpoints").glob("*.set-aside*"))
+
+
 def test_no_usable_checkpoint_is_the_latest_error(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, {"field": {"w": torch.ones(2)}}, 1)
     save_checkpoint(tmp_path, {"field": {"w": torch.ones(2)}}, 2)

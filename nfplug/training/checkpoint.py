@@ -181,15 +181,12 @@ def load_run_checkpoint(
     raise failed[1]
 
 
-def resume_checkpoint(
-    run_dir: Path, map_location: Optional[torch.device] = None, checkpoint: Union[str, Path, None] = None
-) -> Tuple[Path, Dict[str, Any]]:
-    """:func:`load_run_checkpoint` for ``nfplug train --resume``: checkpoints of later steps than
-    the one resumed (an unusable latest, or all after ``--checkpoint``) are renamed to
-    ``*.pt.set-aside[-N]`` so the continued run does not fork (a later ``--resume`` would pick them)."""
-    path, payload = load_run_checkpoint(run_dir, map_location, checkpoint)
-    step = int(payload["step"])
-    later = [p for p in list_checkpoints(run_dir) if int(_NAME.match(p.name).group(1)) > step and p.resolve() != path.resolve()]
+def set_aside_later(run_dir: Path, path: Path, step: int) -> None:
+    """After ``nfplug train --resume`` restored ``path`` (step ``step``): rename the run's
+    checkpoints of later steps (an unusable latest, or all after ``--checkpoint``) to
+    ``*.pt.set-aside[-N]``, so the continued run does not fork (a later ``--resume`` would
+    pick them). Called only once the restore succeeded, so a failed resume moves nothing."""
+    later = [p for p in list_checkpoints(run_dir) if int(_NAME.match(p.name).group(1)) > step and p.resolve() != Path(path).resolve()]
     for p in later:
         target, n = p.with_name(p.name + SET_ASIDE), 1
         while target.exists():  # never overwrite one set aside before
@@ -198,8 +195,7 @@ def resume_checkpoint(
             os.replace(p, target)
     if later:
         names = ", ".join(p.name for p in later)
-        print(f"nfplug: warning: resuming {run_dir} from step {step} ({path.name}); later checkpoint(s) {names} renamed to *{SET_ASIDE}*", file=sys.stderr)
-    return path, payload
+        print(f"nfplug: warning: resuming {run_dir} from step {step} ({Path(path).name}); later checkpoint(s) {names} renamed to *{SET_ASIDE}*", file=sys.stderr)
 
 
 @contextlib.contextmanager

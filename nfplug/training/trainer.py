@@ -36,7 +36,7 @@ from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
 from nfplug.rendering.backend import describe as describe_rendering
 from nfplug.runtime import retain_freed_memory
-from nfplug.training.checkpoint import restoring, resume_checkpoint, save_checkpoint
+from nfplug.training.checkpoint import load_run_checkpoint, restoring, save_checkpoint, set_aside_later
 from nfplug.training.rundir import open_run_dir
 from nfplug.training.evaluation import evaluate_parts, evaluate_views, write_metrics
 from nfplug.training.history import History
@@ -136,7 +136,7 @@ def _train_in(
 
     step, elapsed = 0, 0.0
     if resume:
-        path, ckpt = resume_checkpoint(run_dir, device, checkpoint_path)  # --checkpoint, else the latest usable one
+        path, ckpt = load_run_checkpoint(run_dir, device, checkpoint_path)  # --checkpoint, else the latest usable one
         with restoring(path):
             field.load_state_dict(ckpt["field"])
             step = int(ckpt["step"])
@@ -154,6 +154,7 @@ def _train_in(
             elapsed = float(ckpt["elapsed"])
             if device.type == "cuda" and "cuda" in ckpt["rng"]:
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
+        set_aside_later(run_dir, path, step)
     save_run_config(run_dir, config, names)  # only now: a failed --resume leaves the run's config as it was
     history = History.load(run_dir)
     history.truncate(step)
