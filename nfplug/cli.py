@@ -8,6 +8,7 @@ against a config type built from the chosen plugins' own ``Config`` dataclasses,
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import warnings
@@ -56,13 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
-def _user_errnos() -> frozenset:
-    import errno
-
-    return frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR})
-
-
-_USER_ERRNOS = _user_errnos()
+_USER_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR})
+"""OSErrors a user can cause and fix (read-only, permissions, full disk, a file as a folder)."""
 
 
 def parse_with_tyro(cls, args: List[str], prog: str, description: str, default=None):

@@ -38,12 +38,17 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
+def _save(path: Path, array: np.ndarray) -> None:
+    """Write an 8-bit image file; a failed write is one line naming ``path``."""
+    with writing(path):
+        imageio.imwrite(path, array)
+
+
 def write_image(image: torch.Tensor, path: Path) -> Path:
     """``[H, W, C]`` in [0, 1] -> 8-bit PNG (grayscale when C = 1)."""
     check_writable(path.parent)  # creates it; one line if it cannot be written
     array = to_uint8(image)
-    with writing(path):
-        imageio.imwrite(path, array[..., 0] if array.shape[2] == 1 else array)
+    _save(path, array[..., 0] if array.shape[2] == 1 else array)
     return path
 
 
@@ -69,15 +74,12 @@ def render_path(task: Any, field: Any, path: str, out: Path, *, frames: int, fps
         view = task.render_camera(field, cameras, i)
         rgb = to_uint8(view.rgb)
         depth = colorize_depth(view.depth, view.opacity, task.near, task.far)
-        with writing(out / f"rgb_{i:04d}.png"):
-            imageio.imwrite(out / f"rgb_{i:04d}.png", rgb)
-        with writing(out / f"depth_{i:04d}.png"):
-            imageio.imwrite(out / f"depth_{i:04d}.png", depth)
+        _save(out / f"rgb_{i:04d}.png", rgb)
+        _save(out / f"depth_{i:04d}.png", depth)
         rgbs.append(rgb)
         depths.append(depth)
     video = out / "video.mp4"
-    with writing(video):
-        imageio.mimwrite(video, rgbs, fps=fps, macro_block_size=2, quality=8)
-    with writing(out / "depth.mp4"):
-        imageio.mimwrite(out / "depth.mp4", depths, fps=fps, macro_block_size=2, quality=8)
+    for target, frames_of in ((video, rgbs), (out / "depth.mp4", depths)):
+        with writing(target):
+            imageio.mimwrite(target, frames_of, fps=fps, macro_block_size=2, quality=8)
     return Written(n, video)
