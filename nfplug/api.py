@@ -3,8 +3,8 @@
 A plugin is a class with a nested frozen ``Config`` dataclass (every option has a
 default), a one-line ``description`` and a constructor taking that config plus a
 context object built by the engine. Plugins are registered as Python entry points
-in the groups ``nfplug.fields``, ``nfplug.inits`` and ``nfplug.samplers``, whose
-value is ``"module:Class"``::
+in the groups ``nfplug.fields``, ``nfplug.inits``, ``nfplug.samplers`` and
+``nfplug.datasets`` (scene formats, see :class:`Dataset`), whose value is ``"module:Class"``::
 
     [project.entry-points."nfplug.samplers"]
     my-sampler = "my_package.sampler:MySampler"
@@ -35,6 +35,7 @@ Conventions used throughout:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import torch
@@ -329,5 +330,107 @@ class Sampler:
         """Restore from :meth:`state_dict` (default: nothing to restore)."""
 
 
-PLUGIN_BASES = {"fields": Field, "inits": Init, "samplers": Sampler}
+# ------------------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class DatasetContext:
+    """What the engine tells a dataset when opening a scene folder.
+
+    Attributes:
+        root: the scene folder (``--data``).
+        downscale: integer factor; images are ``(W // N, H // N)`` and intrinsics scaled to
+            match (``--data.downscale``). A dataset may read pre-shrunk copies (``images_N/``).
+        holdout_every: for captures without their own split, every N-th image (0, N, 2N, ...)
+            is held out as ``test`` (the LLFF convention; ``--data.holdout-every``).
+        background: RGB in ``[0, 1]`` that transparent pixels are composited on.
+    """
+
+    root: Path
+    downscale: int = 1
+    holdout_every: int = 8
+    background: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+@dataclass
+class DatasetSplit:
+    """The images and cameras of one split, as a dataset read them.
+
+    Attributes:
+        images: ``[N, H, W, 3]`` float32 in ``[0, 1]``, composited on the context's background.
+        alphas: ``[N, H, W, 1]`` opacity (ones for photos without alpha).
+        cameras: :class:`~nfplug.data.cameras.Cameras` in the dataset's own world frame, OpenCV
+            convention, per-image intrinsics for these images and optional ``dist`` (OpenCV
+            ``k1, k2, p1, p2``).
+        paths: the ``N`` image files, in order.
+    """
+
+    images: Tensor
+    alphas: Tensor
+    cameras: Any
+    paths: List[str]
+
+
+@dataclass
+class SceneHints:
+    """What a dataset knows about the scene; the engine, not the loader, turns it into the
+    render setup (pose normalisation, scene box, near and far).
+
+    Attributes:
+        layout: ``"object"`` (bounded, already in a known box: Blender), ``"360"`` (cameras all
+            around), ``"forward-facing"`` (LLFF) or ``"unknown"``.
+        normalize: whether the engine should orient, centre and scale the poses (captures);
+            ``False`` keeps the dataset's world frame (Blender scenes are already canonical).
+        aabb: ``(xmin, ymin, zmin, xmax, ymax, zmax)``, a box known to hold the scene, in the
+            dataset's world frame, or ``None``.
+        points: ``[P, 3]`` sparse 3D points (structure from motion) in that frame, or ``None``.
+        near, far: ray bounds in the dataset's world units, if known.
+        aabb_scale: instant-ngp's ``aabb_scale`` (how far the scene extends beyond the cameras'
+            unit box), if given.
+    """
+
+    layout: str = "unknown"
+    normalize: bool = True
+    aabb: Optional[Tuple[float, ...]] = None
+    points: Optional[Tensor] = None
+    near: Optional[float] = None
+    far: Optional[float] = None
+    aabb_scale: Optional[float] = None
+
+
+class Dataset:
+    """Reads one scene format (the ``--data`` folder) into splits of posed images.
+
+    ``detect(root)`` says whether a folder is in this format without reading the images; when
+    several formats match, the highest ``priority`` wins (``--data.format NAME`` forces one).
+    ``splits()`` names the splits (the first is the training split, usually ``train``; captures
+    without their own split hold out every ``holdout_every``-th image as ``test``), ``load(split)``
+    reads one, ``hints()`` describes the scene. Every problem with the input raises
+    :class:`~nfplug.errors.NfplugError` with one line naming the file.
+    """
+
+    Config: ClassVar[type] = EmptyConfig
+    description: ClassVar[str] = ""
+    priority: ClassVar[int] = 0
+
+    def __init__(self, config: Any, context: DatasetContext) -> None:
+        validate_options(config, "--data.")
+        self.config = config
+        self.context = context
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        raise NotImplementedError
+
+    def splits(self) -> List[str]:
+        raise NotImplementedError
+
+    def load(self, split: str) -> DatasetSplit:
+        raise NotImplementedError
+
+    def hints(self) -> SceneHints:
+        return SceneHints()
+
+
+PLUGIN_BASES = {"fields": Field, "inits": Init, "samplers": Sampler, "datasets": Dataset}
 

@@ -25,7 +25,8 @@ commands:
   eval      evaluate a trained run on held-out views, write metrics.json
   render    render a trained run along a camera path (PNG frames, depth maps, mp4)
   export    write a trained run for streaming (--format stream: one chunk per part)
-  plugins   list the installed fields, inits and samplers
+  process-data  turn photos or a video into a posed scene (structure from motion with COLMAP)
+  plugins   list the installed fields, inits, samplers and dataset formats
 
 'nfplug COMMAND --help' shows a command's options."""
 
@@ -36,7 +37,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    commands = {"train": cmd_train, "eval": cmd_eval, "render": cmd_render, "export": cmd_export, "plugins": cmd_plugins}
+    commands = {"train": cmd_train, "eval": cmd_eval, "render": cmd_render, "export": cmd_export, "plugins": cmd_plugins, "process-data": cmd_process_data}
     if command not in commands:
         print(f"nfplug: error: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -316,6 +317,12 @@ def cmd_export(argv: List[str]) -> int:
     return 0
 
 
+def cmd_process_data(argv: List[str]) -> int:
+    from nfplug.process_data import cmd_process_data as run
+
+    return run(argv)
+
+
 def _positional_run(argv: List[str]) -> List[str]:
     """Accept ``nfplug eval RUN ...`` as well as ``--run RUN``."""
     if argv and not argv[0].startswith("-"):
@@ -338,11 +345,11 @@ def cmd_plugins(argv: List[str]) -> int:
     from nfplug.config import PLUGIN_KINDS
 
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: nfplug plugins\n\nList every registered field, init and sampler, and whether it loads.")
+        print("usage: nfplug plugins\n\nList every registered field, init, sampler and dataset format, and whether it loads.")
         return 0
     rows = [("NAME", "KIND", "DISTRIBUTION", "STATUS", "DESCRIPTION")]
     problems = []
-    for slot, kind in PLUGIN_KINDS.items():
+    for slot, kind in [*PLUGIN_KINDS.items(), ("dataset", "datasets")]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             statuses = registry.load_all(kind)

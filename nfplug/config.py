@@ -127,9 +127,14 @@ def validate_options(options: Any, prefix: str = "--") -> None:
 @dataclass(frozen=True)
 class DataConfig:
     path: str = "demo"
-    """Scene folder in the NeRF Blender format (transforms_{train,val,test}.json), 'demo'
-    for the built-in procedural scene, or an image file (PNG, JPEG) to fit in 2D.
-    ``--data PATH`` is a shortcut."""
+    """Scene folder (Blender transforms_{train,val,test}.json, nerfstudio/instant-ngp transforms.json,
+    COLMAP sparse/0, LLFF poses_bounds.npy, or any installed format; see --data.format), 'demo' for
+    the built-in procedural scene, or an image file (PNG, JPEG) to fit in 2D. ``--data PATH`` is a
+    shortcut."""
+    format: str = "auto"
+    """Scene format (a dataset plugin, see 'nfplug plugins'); 'auto' detects it from the folder."""
+    holdout_every: int = 8
+    """Captures without their own split: hold out every N-th image (0, N, 2N, ...) as 'test'."""
     task: Literal["auto", "scene", "image"] = "auto"
     """What to train: 'auto' infers it from --data (an image file: image; else scene)."""
     holdout: Literal["none", "checkerboard"] = "none"
@@ -149,6 +154,13 @@ class DataConfig:
     def validate(self) -> None:
         check(self.path != "", "--data", "must not be empty")
         require_range(self.downscale, "--data.downscale", 1)
+        require_range(self.holdout_every, "--data.holdout-every", 2)
+        if self.format != "auto":
+            from nfplug import registry
+
+            valid = registry.names("datasets")
+            if self.format not in valid:
+                raise NfplugError(registry.unknown_name_message("datasets", self.format, valid))
         check(self.val_split != "", "--data.val-split", "must not be empty")
 
 

@@ -19,14 +19,14 @@ from nfplug.api import PLUGIN_BASES
 from nfplug.errors import NfplugError
 
 GROUPS = {kind: f"nfplug.{kind}" for kind in PLUGIN_BASES}
-KIND_SINGULAR = {"fields": "field", "inits": "init", "samplers": "sampler"}
+KIND_SINGULAR = {"fields": "field", "inits": "init", "samplers": "sampler", "datasets": "dataset"}
 
 
 @dataclass(frozen=True)
 class PluginEntry:
     """One registered plugin, before it is imported."""
 
-    kind: str  # "fields" | "inits" | "samplers"
+    kind: str  # "fields" | "inits" | "samplers" | "datasets"
     name: str
     value: str  # "module:Class"
     distribution: str
@@ -97,10 +97,11 @@ def names(kind: str) -> List[str]:
 
 
 def unknown_name_message(kind: str, name: str, valid: List[str]) -> str:
-    option = f"--{KIND_SINGULAR[kind]}"
+    option = "--data.format" if kind == "datasets" else f"--{KIND_SINGULAR[kind]}"
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    return f"{option}: unknown {KIND_SINGULAR[kind]} '{name}'. Valid names: {', '.join(valid) or '(none installed)'}.{hint}"
+    what = "dataset format" if kind == "datasets" else KIND_SINGULAR[kind]
+    return f"{option}: unknown {what} '{name}'. Valid names: {', '.join(valid) or '(none installed)'}.{hint}"
 
 
 def get(kind: str, name: str) -> type:

@@ -29,7 +29,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -74,7 +74,7 @@ class SceneSplit:
     paths: list[str]
 
 
-def _fail(message: str) -> NfplugError:
+def fail(message: str) -> NfplugError:
     """An error whose message is one line, even if it quotes a multi-line library message."""
     return NfplugError(" ".join(message.split()))
 
@@ -88,51 +88,51 @@ def available_splits(root: str | Path) -> list[str]:
     return [s for s in STANDARD_SPLITS if s in found] + sorted(found - set(STANDARD_SPLITS))
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise _fail(f"{path}: cannot read: {e}") from None
+        raise fail(f"{path}: cannot read: {e}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise _fail(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        raise fail(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
 
 
 def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _parse_matrix(value: Any, where: str) -> np.ndarray:
+def parse_matrix(value: Any, where: str) -> np.ndarray:
     """A frame's ``transform_matrix`` as ``[4, 4]`` float64."""
     if not isinstance(value, list) or not all(isinstance(row, list) for row in value):
-        raise _fail(f"{where}: transform_matrix must be a 4x4 list of lists of numbers")
+        raise fail(f"{where}: transform_matrix must be a 4x4 list of lists of numbers")
     shape = f"{len(value)}x{len(value[0])}" if value and len({len(r) for r in value}) == 1 else "ragged"
     if shape != "4x4":
-        raise _fail(f"{where}: transform_matrix must be 4x4, got {shape}")
+        raise fail(f"{where}: transform_matrix must be 4x4, got {shape}")
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for row in value for x in row):
-        raise _fail(f"{where}: transform_matrix must contain only numbers")
+        raise fail(f"{where}: transform_matrix must contain only numbers")
     matrix = np.asarray(value, dtype=np.float64)
     if not np.isfinite(matrix).all():
-        raise _fail(f"{where}: transform_matrix has non-finite values (NaN or infinity)")
-    _check_rotation(matrix[:3, :3], where)
+        raise fail(f"{where}: transform_matrix has non-finite values (NaN or infinity)")
+    check_rotation(matrix[:3, :3], where)
     return matrix
 
 
-def _check_rotation(rotation: np.ndarray, where: str) -> None:
+def check_rotation(rotation: np.ndarray, where: str) -> None:
     """``rotation [3, 3]`` must be a proper rotation: orthonormal columns, determinant +1."""
     deviation = float(np.abs(rotation.T @ rotation - np.eye(3)).max())
     det = float(np.linalg.det(rotation))
     if deviation > ROTATION_TOLERANCE or det < 0:
         problem = "a reflection" if deviation <= ROTATION_TOLERANCE else "singular" if abs(det) < 1e-6 else "not orthonormal"
-        raise _fail(
+        raise fail(
             f"{where}: transform_matrix rotation (upper-left 3x3) is {problem} (determinant {det:.3g}, "
             f"columns off orthonormal by up to {deviation:.3g}, tolerance {ROTATION_TOLERANCE}); "
             f"it must be a camera-to-world rotation"
         )
 
 
-def _resolve_image(root: Path, file_path: str, where: str) -> Path:
+def resolve_image(root: Path, file_path: str, where: str) -> Path:
     """``file_path`` relative to ``root``; the original data omits the ``.png`` suffix."""
     path = root / file_path
     if path.is_file():
@@ -141,7 +141,7 @@ def _resolve_image(root: Path, file_path: str, where: str) -> Path:
     if with_png.is_file():
         return with_png
     suffix = "" if path.suffix else f" (nor {with_png.name})"
-    raise _fail(f"{where}: image file not found: {path}{suffix}")
+    raise fail(f"{where}: image file not found: {path}{suffix}")
 
 
 def _read_image(path: Path, background: np.ndarray) -> np.ndarray:
@@ -158,7 +158,7 @@ def _intrinsics(meta: dict, transforms: Path, width: int, height: int) -> np.nda
     """``K [3, 3]`` for images of ``width x height`` pixels."""
     for key in ("camera_angle_x", "fl_x", "fl_y", "cx", "cy", "w", "h"):
         if key in meta and not (_finite_number(meta[key]) and meta[key] > 0):
-            raise _fail(f"{transforms}: '{key}' must be a positive finite number, got {meta[key]!r}")
+            raise fail(f"{transforms}: '{key}' must be a positive finite number, got {meta[key]!r}")
     # Explicit intrinsics refer to a w x h image; rescale them to the images at hand.
     sx = width / meta["w"] if "w" in meta else 1.0
     sy = height / meta["h"] if "h" in meta else 1.0
@@ -167,19 +167,49 @@ def _intrinsics(meta: dict, transforms: Path, width: int, height: int) -> np.nda
         fy = meta.get("fl_y", meta["fl_x"]) * sy
     elif "camera_angle_x" in meta:
         if meta["camera_angle_x"] >= math.pi:
-            raise _fail(f"{transforms}: 'camera_angle_x' must be below pi radians, got {meta['camera_angle_x']}")
+            raise fail(f"{transforms}: 'camera_angle_x' must be below pi radians, got {meta['camera_angle_x']}")
         fx = 0.5 * width / math.tan(0.5 * meta["camera_angle_x"])
         fy = meta["fl_y"] * sy if "fl_y" in meta else fx
     else:
-        raise _fail(f"{transforms}: missing key 'camera_angle_x' (horizontal field of view in radians)")
+        raise fail(f"{transforms}: missing key 'camera_angle_x' (horizontal field of view in radians)")
     cx = meta["cx"] * sx if "cx" in meta else 0.5 * width
     cy = meta["cy"] * sy if "cy" in meta else 0.5 * height
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
-def _downscale(image: np.ndarray, factor: int) -> np.ndarray:
-    height, width = image.shape[:2]
-    return cv2.resize(image, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+def read_images(paths: Sequence[Path], background: Sequence[float]) -> list[np.ndarray]:
+    """Read ``paths`` in parallel as ``[H, W, 4]`` float32 (RGB composited on ``background``, then
+    alpha); all must have the same size (one-line NfplugError naming the odd file otherwise)."""
+    bg = np.asarray(background, dtype=np.float32)
+    # OpenCV logs its own warnings for broken files; ours name the file instead.
+    log_level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            images = list(pool.map(lambda p: _read_image(Path(p), bg), paths))
+    finally:
+        cv2.utils.logging.setLogLevel(log_level)
+    height, width = images[0].shape[:2]
+    for path, image in zip(paths, images):
+        if image.shape[:2] != (height, width):
+            raise fail(
+                f"{path}: image is {image.shape[1]}x{image.shape[0]} but {Path(paths[0]).name} is {width}x{height}; "
+                f"all images of a split must have the same size"
+            )
+    return images
+
+
+def downscale_images(images: list[np.ndarray], K: np.ndarray, factor: int, where: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Shrink images to ``(W // factor, H // factor)`` (area interpolation) and scale ``K [..., 3, 3]`` to match."""
+    if factor == 1:
+        return images, K
+    height, width = images[0].shape[:2]
+    if width // factor < 1 or height // factor < 1:
+        raise fail(f"{where}: downscale {factor} is larger than the {width}x{height} images")
+    size = (width // factor, height // factor)
+    images = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images]
+    images = [image[:, :, None] if image.ndim == 2 else image for image in images]
+    return images, np.diag([size[0] / width, size[1] / height, 1.0]) @ K
 
 
 def load_blender(
@@ -211,67 +241,46 @@ def load_blender(
     """
     root = Path(root)
     if not root.is_dir():
-        raise _fail(f"{root}: scene folder not found")
+        raise fail(f"{root}: scene folder not found")
     transforms = root / f"transforms_{split}.json"
     if not transforms.is_file():
         splits = available_splits(root)
         present = f"splits present: {', '.join(splits)}" if splits else "no transforms_*.json files there"
-        raise _fail(f"{transforms}: not found ({present})")
+        raise fail(f"{transforms}: not found ({present})")
     if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
-        raise _fail(f"{transforms}: downscale must be an integer >= 1, got {downscale!r}")
+        raise fail(f"{transforms}: downscale must be an integer >= 1, got {downscale!r}")
 
-    meta = _read_json(transforms)
+    meta = read_json(transforms)
     if not isinstance(meta, dict):
-        raise _fail(f"{transforms}: expected a JSON object at the top level, got {type(meta).__name__}")
+        raise fail(f"{transforms}: expected a JSON object at the top level, got {type(meta).__name__}")
     if "camera_angle_x" not in meta and "fl_x" not in meta:
-        raise _fail(f"{transforms}: missing key 'camera_angle_x' (horizontal field of view in radians)")
+        raise fail(f"{transforms}: missing key 'camera_angle_x' (horizontal field of view in radians)")
     if "frames" not in meta:
-        raise _fail(f"{transforms}: missing key 'frames'")
+        raise fail(f"{transforms}: missing key 'frames'")
     frames = meta["frames"]
     if not isinstance(frames, list):
-        raise _fail(f"{transforms}: 'frames' must be a list, got {type(frames).__name__}")
+        raise fail(f"{transforms}: 'frames' must be a list, got {type(frames).__name__}")
     if not frames:
-        raise _fail(f"{transforms}: 'frames' is empty")
+        raise fail(f"{transforms}: 'frames' is empty")
 
     matrices, paths = [], []
     for i, frame in enumerate(frames):
         where = f"{transforms}: frame {i}"
         if not isinstance(frame, dict):
-            raise _fail(f"{where}: expected an object, got {type(frame).__name__}")
+            raise fail(f"{where}: expected an object, got {type(frame).__name__}")
         for key in ("file_path", "transform_matrix"):
             if key not in frame:
-                raise _fail(f"{where}: missing key '{key}'")
+                raise fail(f"{where}: missing key '{key}'")
         if not isinstance(frame["file_path"], str) or not frame["file_path"]:
-            raise _fail(f"{where}: 'file_path' must be a non-empty string")
-        matrices.append(_parse_matrix(frame["transform_matrix"], where))
-        paths.append(_resolve_image(root, frame["file_path"], where))
+            raise fail(f"{where}: 'file_path' must be a non-empty string")
+        matrices.append(parse_matrix(frame["transform_matrix"], where))
+        paths.append(resolve_image(root, frame["file_path"], where))
 
-    bg = np.asarray(background, dtype=np.float32)
-    # OpenCV logs its own warnings for broken files; ours name the file instead.
-    log_level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            images = list(pool.map(lambda p: _read_image(p, bg), paths))
-    finally:
-        cv2.utils.logging.setLogLevel(log_level)
-
+    images = read_images(paths, background)
     height, width = images[0].shape[:2]
-    for path, image in zip(paths, images):
-        if image.shape[:2] != (height, width):
-            raise _fail(
-                f"{path}: image is {image.shape[1]}x{image.shape[0]} but {paths[0].name} is {width}x{height}; "
-                f"all images of a split must have the same size"
-            )
     K = _intrinsics(meta, transforms, width, height)
-
-    if downscale > 1:
-        if width // downscale < 1 or height // downscale < 1:
-            raise _fail(f"{transforms}: downscale {downscale} is larger than the {width}x{height} images")
-        images = [_downscale(image, downscale) for image in images]
-        new_height, new_width = images[0].shape[:2]
-        K = np.diag([new_width / width, new_height / height, 1.0]) @ K
-        width, height = new_width, new_height
+    images, K = downscale_images(images, K, downscale, transforms)
+    height, width = images[0].shape[:2]
 
     c2w = opengl_to_opencv(torch.from_numpy(np.stack(matrices))[:, :3, :]).float()
     cameras = Cameras(

@@ -56,7 +56,7 @@ def scaled(cameras: Cameras, scale: float) -> Cameras:
     """The same cameras rendering ``scale`` times more pixels per side."""
     width, height = max(1, round(cameras.width * scale)), max(1, round(cameras.height * scale))
     factor = torch.tensor([width / cameras.width, height / cameras.height, 1.0], dtype=cameras.K.dtype)
-    return Cameras(c2w=cameras.c2w, K=cameras.K * factor[:, None], width=width, height=height)
+    return Cameras(c2w=cameras.c2w, K=cameras.K * factor[:, None], width=width, height=height, dist=cameras.dist)
 
 
 def render_path(task: Any, field: Any, path: str, out: Path, *, frames: int, fps: int, scale: float = 1.0) -> Written:

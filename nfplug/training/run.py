@@ -148,7 +148,7 @@ def load_run(run_dir: Path, device_spec: str = "auto", checkpoint: Optional[str]
     device = select_device(device_spec)
     path, ckpt = load_run_checkpoint(run_dir, device, checkpoint)
     classes = plugin_classes(names)
-    task = build_task(config, device, load_train=False)
+    task = build_task(config, device, load_train=False, run_dir=run_dir)
     field = build_field(config, names, classes, task.field_context(), device, torch.Generator().manual_seed(0))
     with restoring(path):
         field.load_state_dict(ckpt["field"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -9,13 +10,20 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from nfplug.api import Field, FieldContext, RayBatch
+from nfplug.api import DatasetContext, Field, FieldContext, RayBatch
 from nfplug.config import DataConfig, RenderConfig
 from nfplug.data.cameras import Cameras, generate_rays
 from nfplug.data.demo import ensure_demo_scene
-from nfplug.data.scene import SceneSplit, available_splits, load_blender
+from nfplug.data.formats import open_dataset
+from nfplug.data.normalize import SceneTransform, fit_normalization, render_bounds
+from nfplug.data.scene import SceneSplit
 from nfplug.errors import NfplugError
 from nfplug.rendering.scene_renderer import SceneRenderer
+
+
+SCENE_FILE = "scene.json"
+"""The render setup of a run (format, pose normalisation, box, near, far), kept in the run folder so
+evaluation, renders and resumes use exactly the frame the run was trained in."""
 
 
 def resolve_scene_root(path: str) -> Path:
@@ -65,26 +73,36 @@ class View:
 
 
 class SceneTask:
-    """Loads a Blender-format scene and renders it through a :class:`SceneRenderer`."""
+    """Reads a scene through its dataset plugin and renders it through a :class:`SceneRenderer`.
+
+    Captures are normalised (:mod:`nfplug.data.normalize`) with the transform fitted to the
+    training cameras, or the one stored in ``run_dir`` (``scene.json``) for an existing run.
+    """
 
     name = "scene"
     train_mask = None  # every pixel of every training image is trainable
 
-    def __init__(self, data: DataConfig, render: RenderConfig, device: torch.device, *, load_train: bool = True) -> None:
+    def __init__(self, data: DataConfig, render: RenderConfig, device: torch.device, *, load_train: bool = True, run_dir: Optional[Path] = None) -> None:
         self.data = data
         self.device = device
         self.root = resolve_scene_root(data.path)
         if not self.root.exists():
             raise NfplugError(f"--data: {self.root}: no such scene folder")
+        if not self.root.is_dir():
+            raise NfplugError(f"--data: {self.root}: not a folder (a scene is a folder; an image file must be PNG or JPEG)")
+        context = DatasetContext(root=self.root, downscale=data.downscale, holdout_every=data.holdout_every)
+        self.format, self.dataset = open_dataset(self.root, data.format, context)
         self._splits: Dict[str, SceneSplit] = {}
+        stored = Path(run_dir) / SCENE_FILE if run_dir is not None else None
+        if stored is not None and stored.is_file():
+            self._read_setup(stored)
+        else:
+            self._fit_setup()
         if load_train:  # the held-out split too, so a broken file fails now, not at the first evaluation
-            self._splits["train"] = load_blender(self.root, "train", downscale=data.downscale)
+            self.split("train")
             self.split(self._eval_split_name())
         first = self._splits.get("train")
         self.train: Optional[SceneSplit] = first
-        probe = first or self.split(self._eval_split_name())
-        self.aabb = tuple(probe.aabb)
-        self.near, self.far = probe.near, probe.far
         self.renderer = SceneRenderer(self.aabb, self.near, self.far, render).to(device)
         if first is not None:
             self.images = first.images.to(device)
@@ -92,23 +110,77 @@ class SceneTask:
             self.cameras = _cameras_to(first.cameras, device)
 
     # ------------------------------------------------------------------ data
+    def _fit_setup(self) -> None:
+        """Normalisation and render bounds from the dataset's hints and its training cameras."""
+        hints = self.dataset.hints()
+        self.layout = hints.layout
+        self.transform = SceneTransform.identity()
+        if not hints.normalize:  # already canonical: the dataset's own box and bounds
+            self.aabb, self.near, self.far = render_bounds(hints, self.transform, None)
+            return
+        train = self.dataset.load("train") if "train" in self.dataset.splits() else None
+        if train is None:
+            raise NfplugError(f"--data: {self.root}: the {self.format} dataset has no 'train' split (splits: {', '.join(self.dataset.splits())})")
+        self.transform = fit_normalization(train.cameras.c2w.double().numpy())
+        self._splits["train"] = self._to_scene_split(train, "train", bounds=False)
+        self.aabb, self.near, self.far = render_bounds(hints, self.transform, self._splits["train"].cameras)
+        self._splits["train"] = self._with_bounds(self._splits["train"])
+
+    def _read_setup(self, path: Path) -> None:
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+            self.transform = SceneTransform.from_json(values["normalization"], path)
+            self.aabb = tuple(float(v) for v in values["aabb"])
+            self.near, self.far = float(values["near"]), float(values["far"])
+            self.layout = str(values.get("layout", "unknown"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise NfplugError(" ".join(f"{path}: not a readable scene setup ({type(e).__name__}: {e})".split())) from None
+        if len(self.aabb) != 6 or not all(lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:])) or not 0 <= self.near < self.far:
+            raise NfplugError(f"{path}: 'aabb' must be 6 numbers with min < max and 0 <= near < far")
+
+    def save_setup(self, run_dir: Path) -> None:
+        """Write ``scene.json`` (format, normalisation, box, near, far) into the run folder."""
+        from nfplug.training.run import write_json_atomic
+
+        values = {
+            "format": self.format,
+            "layout": self.layout,
+            "normalization": self.transform.to_json(),
+            "aabb": list(self.aabb),
+            "near": self.near,
+            "far": self.far,
+        }
+        write_json_atomic(Path(run_dir) / SCENE_FILE, values)
+
+    def _to_scene_split(self, split, name: str, bounds: bool = True) -> SceneSplit:
+        cameras = split.cameras
+        cameras = Cameras(self.transform.apply_c2w(cameras.c2w.double()).float(), cameras.K, cameras.width, cameras.height, cameras.dist)
+        scene = SceneSplit(split.images, split.alphas, cameras, 0.0, 0.0, (), self.root.resolve().name, name, split.paths)
+        return self._with_bounds(scene) if bounds else scene
+
+    def _with_bounds(self, split: SceneSplit) -> SceneSplit:
+        split.near, split.far, split.aabb = self.near, self.far, tuple(self.aabb)
+        return split
+
     def _eval_split_name(self) -> str:
-        splits = available_splits(self.root)
+        splits = self.splits()
         for name in (self.data.val_split, "val", "test"):
             if name in splits:
                 return name
-        raise NfplugError(f"{self.root}: no held-out split (looked for transforms_{self.data.val_split}.json, _val, _test)")
+        raise NfplugError(f"{self.root}: no held-out split (looked for '{self.data.val_split}', 'val', 'test'; the {self.format} dataset has {', '.join(splits)})")
 
     @property
     def eval_split_name(self) -> str:
         return self._eval_split_name()
 
     def splits(self) -> List[str]:
-        return available_splits(self.root)
+        return self.dataset.splits()
 
     def split(self, name: str) -> SceneSplit:
         if name not in self._splits:
-            self._splits[name] = load_blender(self.root, name, downscale=self.data.downscale)
+            if name not in self.splits():
+                raise NfplugError(f"{self.root}: no split '{name}' (the {self.format} dataset has {', '.join(self.splits())})")
+            self._splits[name] = self._to_scene_split(self.dataset.load(name), name)
         return self._splits[name]
 
     def field_context(self) -> FieldContext:
@@ -202,4 +274,4 @@ class SceneTask:
 
 
 def _cameras_to(cameras: Cameras, device: torch.device) -> Cameras:
-    return Cameras(c2w=cameras.c2w.to(device), K=cameras.K.to(device), width=cameras.width, height=cameras.height)
+    return cameras.to(device)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import torch
 
@@ -19,7 +20,8 @@ def task_name(config: Any) -> str:
     return "image" if is_image_path(config.data.path) else "scene"
 
 
-def build_task(config: Any, device: torch.device, *, load_train: bool = True) -> Task:
+def build_task(config: Any, device: torch.device, *, load_train: bool = True, run_dir: Optional[Path] = None) -> Task:
+    """The task; a scene task takes its setup (normalisation, box) from ``run_dir`` if that run has one."""
     if task_name(config) == "image":
         return ImageTask(config.data, device)
-    return SceneTask(config.data, config.render, device, load_train=load_train)
+    return SceneTask(config.data, config.render, device, load_train=load_train, run_dir=run_dir)

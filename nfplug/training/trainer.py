@@ -85,7 +85,7 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
     _seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
 
-    task = build_task(config, device)
+    task = build_task(config, device, run_dir=resume_dir)
     if task.name == "scene":
         tqdm.write(f"nfplug: {describe_rendering(device)}")
     classes = plugin_classes(names)
@@ -156,6 +156,8 @@ def _train_in(
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
         set_aside_later(run_dir, path, step)
     save_run_config(run_dir, config, names)  # only now: a failed --resume leaves the run's config as it was
+    if hasattr(task, "save_setup"):
+        task.save_setup(run_dir)
     history = History.load(run_dir)
     history.truncate(step)
     pending_marks = sorted(t for t in config.eval_at_seconds if t > elapsed)

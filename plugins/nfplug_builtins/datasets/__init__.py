@@ -1,0 +1,1 @@
+"""Built-in dataset formats: Blender synthetic, nerfstudio / instant-ngp, COLMAP, LLFF."""
