@@ -2,7 +2,9 @@
 
 ``nfplug export RUN --format stream`` writes::
 
-    OUT/manifest.json      format, the run's config, the field context, one entry per chunk
+    OUT/manifest.json      format, the run's config, the field context, the scene's frame
+                           (``scene``: pose normalisation, box, near, far of a scene run),
+                           one entry per chunk
     OUT/part-01.pt         part 1's parameters (+ buffers and the task state, e.g. the
     OUT/part-02.pt         occupancy grid of a scene), then each further part's parameters
     ...
@@ -61,6 +63,8 @@ def export_stream(run: LoadedRun, out: Path) -> Path:
         "n_parts": field.n_parts(),
         "chunks": chunks,
     }
+    if hasattr(run.task, "setup"):  # the field lives in the canonical frame; this maps the capture's world into it
+        manifest["scene"] = run.task.setup()
     path = out / MANIFEST
     write_json_atomic(path, manifest)  # last: a manifest always names complete chunks
     return path

@@ -389,3 +389,28 @@ def test_fox_transforms_json_reads_with_distortion() -> None:
     assert (split.cameras.width, split.cameras.height) == (135, 240)
     assert torch.allclose(split.cameras.dist[0], torch.tensor([0.0578421, -0.0805099, -0.000980296, 0.00015575]))
     assert split.cameras.K[0, 0, 0] == pytest.approx(1375.52 / 8, rel=1e-4)
+
+
+def test_a_capture_trains_evaluates_and_renders_in_the_frame_it_was_trained_in(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Train 3 steps on a COLMAP capture; eval, render and export then read RUN/scene.json, never re-fit."""
+    make_colmap(tmp_path / "scene")
+    run = tmp_path / "run"
+    common = ["--field.log2-hashmap-size", "12", "--render.grid-resolution", "16", "--no-progress"]
+    assert main(["train", "--data", str(tmp_path / "scene"), "--max-steps", "3", "--batch-size", "256", "--output", str(run), *common]) == 0
+    setup = json.loads((run / "scene.json").read_text())
+    assert setup["format"] == "colmap" and len(setup["aabb"]) == 6
+    stored = SceneTransform.from_json(setup["normalization"], run / "scene.json")
+    assert np.allclose(stored.apply_points(np.array([1.0, 2.0, 3.0])), 0, atol=1e-4)  # centred on what the ring looks at
+
+    import nfplug.training.scene_task as scene_task
+
+    def refit(*args, **kwargs):
+        raise AssertionError("a run's frame must come from RUN/scene.json, not from a new fit")
+
+    monkeypatch.setattr(scene_task, "fit_normalization", refit)
+    assert main(["eval", str(run)]) == 0
+    assert main(["render", str(run), "--frames", "2"]) == 0
+    assert main(["export", str(run)]) == 0
+    manifest = json.loads((run / "export-stream" / "manifest.json").read_text())
+    assert manifest["scene"]["normalization"]["scale"] == pytest.approx(stored.scale)
+    assert (run / "renders" / "orbit").is_dir()

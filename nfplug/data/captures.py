@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from nfplug.api import DatasetContext, DatasetSplit
+from nfplug.api import Dataset, DatasetContext, DatasetSplit
 from nfplug.data.cameras import Cameras
 from nfplug.data.scene import downscale_images, fail, read_images
 
@@ -105,6 +105,38 @@ def build_split(
         dist=torch.from_numpy(np.asarray(dist)).float() if has_dist else None,
     )
     return DatasetSplit(images=rgba[..., :3].contiguous(), alphas=rgba[..., 3:].contiguous(), cameras=cameras, paths=[str(p) for p in paths])
+
+
+class CaptureDataset(Dataset):
+    """A capture: one list of posed photos, ``train`` and ``test`` split by :func:`holdout_indices`.
+
+    Subclasses read their files in ``__init__`` (after ``super().__init__``) and set: ``source``
+    (the file errors name), ``paths`` (image files under an ``images*/`` folder), ``c2w [N, 3, 4]``
+    (OpenCV), ``K [N, 3, 3]`` for photos of ``reference_size`` ``(width, height)``, ``dist [N, 4]``
+    or ``None``, ``base_factor`` (:func:`base_image_folder`) and ``indices``
+    (:func:`holdout_indices` or their own split); ``splits`` and ``load`` then come from here.
+    """
+
+    source: Path
+    paths: List[Path]
+    c2w: np.ndarray
+    K: np.ndarray
+    dist: Optional[np.ndarray] = None
+    reference_size: Tuple[float, float]
+    base_factor: int = 1
+    indices: Dict[str, List[int]]
+
+    def splits(self) -> List[str]:
+        return list(CAPTURE_SPLITS)
+
+    def load(self, split: str) -> DatasetSplit:
+        if split not in self.indices:
+            raise fail(f"{self.source}: no split '{split}' (splits: {', '.join(CAPTURE_SPLITS)})")
+        index = self.indices[split]
+        c = self.context
+        paths, shrink = shrunk_paths(c.root, [self.paths[i] for i in index], self.base_factor, c.downscale)
+        dist = None if self.dist is None else self.dist[index]
+        return build_split(c, paths, self.c2w[index], self.K[index], self.reference_size, shrink, self.source, dist)
 
 
 def read_ply_points(path: Path) -> np.ndarray:

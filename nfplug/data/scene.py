@@ -132,6 +132,18 @@ def check_rotation(rotation: np.ndarray, where: str) -> None:
         )
 
 
+def parse_frame(root: Path, frame: Any, where: str) -> tuple[np.ndarray, Path]:
+    """A ``frames[]`` entry of a transforms file -> (``transform_matrix [4, 4]``, the image's path)."""
+    if not isinstance(frame, dict):
+        raise fail(f"{where}: expected an object, got {type(frame).__name__}")
+    for key in ("file_path", "transform_matrix"):
+        if key not in frame:
+            raise fail(f"{where}: missing key '{key}'")
+    if not isinstance(frame["file_path"], str) or not frame["file_path"]:
+        raise fail(f"{where}: 'file_path' must be a non-empty string")
+    return parse_matrix(frame["transform_matrix"], where), resolve_image(root, frame["file_path"], where)
+
+
 def resolve_image(root: Path, file_path: str, where: str) -> Path:
     """``file_path`` relative to ``root``; the original data omits the ``.png`` suffix."""
     path = root / file_path
@@ -265,16 +277,9 @@ def load_blender(
 
     matrices, paths = [], []
     for i, frame in enumerate(frames):
-        where = f"{transforms}: frame {i}"
-        if not isinstance(frame, dict):
-            raise fail(f"{where}: expected an object, got {type(frame).__name__}")
-        for key in ("file_path", "transform_matrix"):
-            if key not in frame:
-                raise fail(f"{where}: missing key '{key}'")
-        if not isinstance(frame["file_path"], str) or not frame["file_path"]:
-            raise fail(f"{where}: 'file_path' must be a non-empty string")
-        matrices.append(parse_matrix(frame["transform_matrix"], where))
-        paths.append(resolve_image(root, frame["file_path"], where))
+        matrix, path = parse_frame(root, frame, f"{transforms}: frame {i}")
+        matrices.append(matrix)
+        paths.append(path)
 
     images = read_images(paths, background)
     height, width = images[0].shape[:2]

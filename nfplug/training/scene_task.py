@@ -138,11 +138,9 @@ class SceneTask:
         if len(self.aabb) != 6 or not all(lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:])) or not 0 <= self.near < self.far:
             raise NfplugError(f"{path}: 'aabb' must be 6 numbers with min < max and 0 <= near < far")
 
-    def save_setup(self, run_dir: Path) -> None:
-        """Write ``scene.json`` (format, normalisation, box, near, far) into the run folder."""
-        from nfplug.training.run import write_json_atomic
-
-        values = {
+    def setup(self) -> Dict[str, Any]:
+        """The scene's frame and render setup: format, layout, normalisation, box, near, far."""
+        return {
             "format": self.format,
             "layout": self.layout,
             "normalization": self.transform.to_json(),
@@ -150,7 +148,12 @@ class SceneTask:
             "near": self.near,
             "far": self.far,
         }
-        write_json_atomic(Path(run_dir) / SCENE_FILE, values)
+
+    def save_setup(self, run_dir: Path) -> None:
+        """Write :meth:`setup` as ``scene.json`` into the run folder."""
+        from nfplug.training.run import write_json_atomic
+
+        write_json_atomic(Path(run_dir) / SCENE_FILE, self.setup())
 
     def _to_scene_split(self, split, name: str, bounds: bool = True) -> SceneSplit:
         cameras = split.cameras

@@ -7,19 +7,17 @@ scene box. Camera models: SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
-
 import numpy as np
 import torch
 
-from nfplug.api import Dataset, DatasetSplit, SceneHints
-from nfplug.data.captures import CAPTURE_SPLITS, base_image_folder, build_split, holdout_indices, shrunk_paths
+from nfplug.api import SceneHints
+from nfplug.data.captures import CaptureDataset, base_image_folder, holdout_indices
 from nfplug.data.colmap_model import camera_to_world, find_model, pinhole_and_distortion, read_model
 from nfplug.data.scene import fail
 from nfplug.errors import NfplugError
 
 
-class ColmapDataset(Dataset):
+class ColmapDataset(CaptureDataset):
     description = "COLMAP: sparse/0/{cameras,images,points3D}.{bin,txt} with images/ (every 8th image held out)"
     priority = 20
 
@@ -33,7 +31,7 @@ class ColmapDataset(Dataset):
         folder = find_model(root)
         if folder is None:
             raise fail(f"{root}: no COLMAP model (looked for sparse/0, sparse, colmap/sparse/0 with cameras.bin or cameras.txt)")
-        self.model_dir = folder
+        self.source = self.model_dir = folder
         self.model = read_model(folder)
         images = sorted(self.model.images.values(), key=lambda image: image.name)
         if not images:
@@ -60,16 +58,6 @@ class ColmapDataset(Dataset):
         self.c2w, self.K, self.dist = np.stack(c2w), np.stack(K), np.stack(dist)
         self.indices = holdout_indices(len(images), context.holdout_every, folder)
 
-    def splits(self) -> List[str]:
-        return list(CAPTURE_SPLITS)
-
-    def load(self, split: str) -> DatasetSplit:
-        if split not in self.indices:
-            raise fail(f"{self.model_dir}: no split '{split}' (splits: {', '.join(CAPTURE_SPLITS)})")
-        index = self.indices[split]
-        c = self.context
-        paths, shrink = shrunk_paths(c.root, [self.paths[i] for i in index], self.base_factor, c.downscale)
-        return build_split(c, paths, self.c2w[index], self.K[index], self.reference_size, shrink, self.model_dir, self.dist[index])
 
     def hints(self) -> SceneHints:
         points = torch.from_numpy(self.model.points) if len(self.model.points) else None

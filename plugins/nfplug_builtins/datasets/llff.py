@@ -9,19 +9,17 @@ original photos; the intrinsics are rescaled to the images read (principal point
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
-
 import numpy as np
 
-from nfplug.api import Dataset, DatasetSplit, SceneHints
-from nfplug.data.captures import CAPTURE_SPLITS, base_image_folder, build_split, holdout_indices, shrunk_paths
+from nfplug.api import SceneHints
+from nfplug.data.captures import CaptureDataset, base_image_folder, holdout_indices
 from nfplug.data.normalize import focus_point
 from nfplug.data.scene import check_rotation, fail
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-class LLFFDataset(Dataset):
+class LLFFDataset(CaptureDataset):
     description = "LLFF: poses_bounds.npy with images/ or images_N/ (every 8th image held out)"
     priority = 10
 
@@ -32,7 +30,7 @@ class LLFFDataset(Dataset):
     def __init__(self, config, context) -> None:
         super().__init__(config, context)
         root = context.root
-        self.file = root / "poses_bounds.npy"
+        self.source = self.file = root / "poses_bounds.npy"
         try:
             array = np.load(self.file, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
@@ -57,20 +55,9 @@ class LLFFDataset(Dataset):
         if min(h, w, f) <= 0:
             raise fail(f"{self.file}: image 0: height, width and focal length must be positive, got {h}, {w}, {f}")
         self.reference_size = (float(w), float(h))
-        self.K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
+        self.K = np.repeat(np.array([[[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]]]), len(poses), axis=0)
         self.indices = holdout_indices(len(poses), context.holdout_every, self.file)
 
-    def splits(self) -> List[str]:
-        return list(CAPTURE_SPLITS)
-
-    def load(self, split: str) -> DatasetSplit:
-        if split not in self.indices:
-            raise fail(f"{self.file}: no split '{split}' (splits: {', '.join(CAPTURE_SPLITS)})")
-        index = self.indices[split]
-        c = self.context
-        paths, shrink = shrunk_paths(c.root, [self.paths[i] for i in index], self.base_factor, c.downscale)
-        K = np.repeat(self.K[None], len(index), axis=0)
-        return build_split(c, paths, self.c2w[index], K, self.reference_size, shrink, self.file)
 
     def hints(self) -> SceneHints:
         layout = "360" if focus_point(self.c2w) is not None else "forward-facing"

@@ -25,17 +25,17 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-from nfplug.api import Dataset, DatasetSplit, SceneHints
+from nfplug.api import SceneHints
 from nfplug.data.cameras import opengl_to_opencv
-from nfplug.data.captures import CAPTURE_SPLITS, base_image_folder, build_split, holdout_indices, read_ply_points, shrunk_paths
-from nfplug.data.scene import fail, parse_matrix, read_json, resolve_image
+from nfplug.data.captures import CaptureDataset, base_image_folder, holdout_indices, read_ply_points
+from nfplug.data.scene import fail, parse_frame, read_json
 
 MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
 DISTORTION = ("k1", "k2", "p1", "p2")
 UNSUPPORTED_DISTORTION = ("k3", "k4")
 
 
-class NerfstudioDataset(Dataset):
+class NerfstudioDataset(CaptureDataset):
     description = "nerfstudio / instant-ngp: transforms.json (per-frame intrinsics, OPENCV distortion, aabb_scale)"
     priority = 30
 
@@ -46,7 +46,7 @@ class NerfstudioDataset(Dataset):
     def __init__(self, config, context) -> None:
         super().__init__(config, context)
         root = context.root
-        self.file = root / "transforms.json"
+        self.source = self.file = root / "transforms.json"
         meta = read_json(self.file)
         if not isinstance(meta, dict):
             raise fail(f"{self.file}: expected a JSON object at the top level, got {type(meta).__name__}")
@@ -60,15 +60,9 @@ class NerfstudioDataset(Dataset):
         c2w, K, dist, sizes, paths = [], [], [], [], []
         for i, frame in enumerate(frames):
             where = f"{self.file}: frame {i}"
-            if not isinstance(frame, dict):
-                raise fail(f"{where}: expected an object, got {type(frame).__name__}")
-            for key in ("file_path", "transform_matrix"):
-                if key not in frame:
-                    raise fail(f"{where}: missing key '{key}'")
-            if not isinstance(frame["file_path"], str) or not frame["file_path"]:
-                raise fail(f"{where}: 'file_path' must be a non-empty string")
-            c2w.append(parse_matrix(frame["transform_matrix"], where)[:3])
-            paths.append(resolve_image(root, frame["file_path"], where))
+            matrix, path = parse_frame(root, frame, where)
+            c2w.append(matrix[:3])
+            paths.append(path)
             values = {**meta, **frame}
             k, size = _intrinsics(values, where)
             K.append(k)
@@ -96,16 +90,6 @@ class NerfstudioDataset(Dataset):
                 raise fail(f"{self.file}: '{split}_filenames' matches none of the frames' file_path")
         return out
 
-    def splits(self) -> List[str]:
-        return list(CAPTURE_SPLITS)
-
-    def load(self, split: str) -> DatasetSplit:
-        if split not in self.indices:
-            raise fail(f"{self.file}: no split '{split}' (splits: {', '.join(CAPTURE_SPLITS)})")
-        index = self.indices[split]
-        c = self.context
-        paths, shrink = shrunk_paths(c.root, [self.paths[i] for i in index], self.base_factor, c.downscale)
-        return build_split(c, paths, self.c2w[index], self.K[index], self.reference_size, shrink, self.file, self.dist[index])
 
     def hints(self) -> SceneHints:
         points = None
