@@ -21,12 +21,12 @@ from nfplug.errors import NfplugError
 USAGE = """usage: nfplug COMMAND [OPTIONS]
 
 commands:
-  train     train a field on a scene (Blender-format folder), an image file, or the built-in demo
-  eval      evaluate a trained run on held-out views, write metrics.json
-  render    render a trained run along a camera path (PNG frames, depth maps, mp4)
-  export    write a trained run for streaming (--format stream: one chunk per part)
+  train         train a field on a scene folder (any dataset format), an image file, or the built-in demo
+  eval          evaluate a trained run on held-out views, write metrics.json
+  render        render a trained run along a camera path (PNG frames, depth maps, mp4)
+  export        write a trained run for streaming (--format stream: one chunk per part)
   process-data  turn photos or a video into a posed scene (structure from motion with COLMAP)
-  plugins   list the installed fields, inits, samplers and dataset formats
+  plugins       list the installed fields, inits, samplers and dataset formats
 
 'nfplug COMMAND --help' shows a command's options."""
 

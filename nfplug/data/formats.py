@@ -37,7 +37,10 @@ def open_dataset(root: Path, format_name: str, context: DatasetContext) -> Tuple
         found = detect_formats(root)
         if not found:
             known = "; ".join(f"{name}: {entry.load().description}" for name, entry in registry.discover("datasets").items())
-            raise NfplugError(f"--data: {root}: not a scene folder in any known format ({known})")
+            raise NfplugError(
+                f"--data: {root}: not a scene folder in any known format ({known}); "
+                f"for a folder of photos or a video, run 'nfplug process-data {root} --output SCENE' first"
+            )
         format_name, cls = found[0]
     config = cls.Config() if cls.Config is not EmptyConfig else EmptyConfig()
     return format_name, cls(config, context)

@@ -21,6 +21,7 @@ from nfplug.errors import NfplugError
 from nfplug.rendering.scene_renderer import SceneRenderer
 
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 SCENE_FILE = "scene.json"
 """The render setup of a run (format, pose normalisation, box, near, far), kept in the run folder so
 evaluation, renders and resumes use exactly the frame the run was trained in."""
@@ -89,7 +90,8 @@ class SceneTask:
         if not self.root.exists():
             raise NfplugError(f"--data: {self.root}: no such scene folder")
         if not self.root.is_dir():
-            raise NfplugError(f"--data: {self.root}: not a folder (a scene is a folder; an image file must be PNG or JPEG)")
+            hint = f"; for a video, run 'nfplug process-data {self.root} --output SCENE' first" if self.root.suffix.lower() in VIDEO_SUFFIXES else ""
+            raise NfplugError(f"--data: {self.root}: not a folder (a scene is a folder; an image file must be PNG or JPEG){hint}")
         context = DatasetContext(root=self.root, downscale=data.downscale, holdout_every=data.holdout_every)
         self.format, self.dataset = open_dataset(self.root, data.format, context)
         self._splits: Dict[str, SceneSplit] = {}
