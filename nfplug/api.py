@@ -386,7 +386,8 @@ class SceneHints:
         points: ``[P, 3]`` sparse 3D points (structure from motion) in that frame, or ``None``.
         near, far: ray bounds in the dataset's world units, if known.
         aabb_scale: instant-ngp's ``aabb_scale`` (how far the scene extends beyond the cameras'
-            unit box), if given.
+            unit box), if given; kept in the run's ``scene.json`` (the bounded renderer does not
+            use it yet).
     """
 
     layout: str = "unknown"
@@ -403,8 +404,8 @@ class Dataset:
 
     ``detect(root)`` says whether a folder is in this format without reading the images; when
     several formats match, the highest ``priority`` wins (``--data.format NAME`` forces one).
-    ``splits()`` names the splits (the first is the training split, usually ``train``; captures
-    without their own split hold out every ``holdout_every``-th image as ``test``), ``load(split)``
+    ``splits()`` names the splits (one must be ``train``, the one trained on; captures without their
+    own split hold out every ``holdout_every``-th image as ``test``), ``load(split)``
     reads one, ``hints()`` describes the scene. Every problem with the input raises
     :class:`~nfplug.errors.NfplugError` with one line naming the file.
     """

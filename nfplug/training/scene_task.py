@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -115,7 +116,7 @@ class SceneTask:
     def _fit_setup(self) -> None:
         """Normalisation and render bounds from the dataset's hints and its training cameras."""
         hints = self.dataset.hints()
-        self.layout = hints.layout
+        self.layout, self.aabb_scale = hints.layout, hints.aabb_scale
         self.transform = SceneTransform.identity()
         if not hints.normalize:  # already canonical: the dataset's own box and bounds
             self.aabb, self.near, self.far = render_bounds(hints, self.transform, None)
@@ -135,16 +136,31 @@ class SceneTask:
             self.aabb = tuple(float(v) for v in values["aabb"])
             self.near, self.far = float(values["near"]), float(values["far"])
             self.layout = str(values.get("layout", "unknown"))
+            self.aabb_scale = float(values["aabb_scale"]) if values.get("aabb_scale") is not None else None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise NfplugError(" ".join(f"{path}: not a readable scene setup ({type(e).__name__}: {e})".split())) from None
         if len(self.aabb) != 6 or not all(lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:])) or not 0 <= self.near < self.far:
             raise NfplugError(f"{path}: 'aabb' must be 6 numbers with min < max and 0 <= near < far")
+
+    def describe(self) -> str:
+        """One line: the format, the splits' sizes, the box and whether the poses were normalised."""
+        train, held = self.split("train"), self.split(self._eval_split_name())
+        box = ", ".join(f"{lo:.2f}..{hi:.2f}" for lo, hi in zip(self.aabb[:3], self.aabb[3:]))
+        t = self.transform
+        identity = t.scale == 1 and not t.translation.any() and (t.rotation == np.eye(3)).all()
+        frame = "poses as given" if identity else f"poses normalised (scale {t.scale:.3g})"
+        return (
+            f"{self.format} scene {self.root}: {len(train.paths)} train / {len(held.paths)} {held.split} images of "
+            f"{train.cameras.width}x{train.cameras.height}{', lens distortion per ray' if train.cameras.dist is not None else ''}; "
+            f"{frame}; box {box}, near {self.near:.3g}, far {self.far:.3g}"
+        )
 
     def setup(self) -> Dict[str, Any]:
         """The scene's frame and render setup: format, layout, normalisation, box, near, far."""
         return {
             "format": self.format,
             "layout": self.layout,
+            "aabb_scale": self.aabb_scale,
             "normalization": self.transform.to_json(),
             "aabb": list(self.aabb),
             "near": self.near,

@@ -87,6 +87,7 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
 
     task = build_task(config, device, run_dir=resume_dir)
     if task.name == "scene":
+        tqdm.write(f"nfplug: data: {task.describe()}")
         tqdm.write(f"nfplug: {describe_rendering(device)}")
     classes = plugin_classes(names)
     field = build_field(config, names, classes, task.field_context(), device, generator)
