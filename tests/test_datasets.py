@@ -343,7 +343,7 @@ def _re_search(pattern: str, text: str) -> bool:
 def test_a_folder_in_no_known_format_names_the_formats(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_images(tmp_path / "photos")
     err = _cli_error(["train", "--data", str(tmp_path / "photos"), "--max-steps", "1"], capsys)
-    assert "not a scene folder in any known format" in err and "colmap:" in err and "llff:" in err
+    assert "not a scene folder in any known format (blender, colmap, llff, nerfstudio;" in err and "nfplug process-data" in err
 
 
 def test_bad_data_options(capsys: pytest.CaptureFixture) -> None:

@@ -36,9 +36,9 @@ def open_dataset(root: Path, format_name: str, context: DatasetContext) -> Tuple
     else:
         found = detect_formats(root)
         if not found:
-            known = "; ".join(f"{name}: {entry.load().description}" for name, entry in registry.discover("datasets").items())
+            known = ", ".join(registry.discover("datasets"))
             raise NfplugError(
-                f"--data: {root}: not a scene folder in any known format ({known}); "
+                f"--data: {root}: not a scene folder in any known format ({known}; 'nfplug plugins' says what each looks for); "
                 f"for a folder of photos or a video, run 'nfplug process-data {root} --output SCENE' first"
             )
         format_name, cls = found[0]
