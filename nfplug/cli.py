@@ -247,12 +247,15 @@ def cmd_eval(argv: List[str]) -> int:
 class RenderArgs:
     run: str
     """Run directory written by nfplug train."""
-    path: Literal["orbit", "val", "test", "train"] = "orbit"
-    """Scenes: camera path, a circular orbit around the scene or a dataset split's cameras."""
+    path: Literal["orbit", "spiral", "interpolate", "val", "test", "train"] = "orbit"
+    """Scenes: camera path. orbit: a circle around the scene's centre; spiral: LLFF's spiral about
+    the mean camera (used instead of orbit for forward-facing captures unless --path is given);
+    interpolate: a smooth path through the training cameras in capture order; val, test, train:
+    that split's cameras."""
     scale: float = 1.0
     """Render at this multiple of the training resolution (images: e.g. 2 for 2x super-resolution)."""
     frames: int = 60
-    """Frames of the orbit."""
+    """Frames of the orbit, spiral or interpolate path (a split renders each of its cameras)."""
     fps: int = 30
     """Video frame rate."""
     output: Optional[str] = None
@@ -266,6 +269,7 @@ class RenderArgs:
 
 
 def cmd_render(argv: List[str]) -> int:
+    from nfplug.rendering.paths import SPLIT_PATHS, default_path
     from nfplug.rendering.video import render_path, write_image
     from nfplug.training.run import load_run
 
@@ -282,10 +286,15 @@ def cmd_render(argv: List[str]) -> int:
         written = write_image(run.task.render_image(run.field, args.scale), out / f"reconstruction_x{args.scale:g}{suffix}.png")
         print(f"rendered {written}")
         return 0
-    if args.path != "orbit":
-        _checked_split(run.task, args.path)
-    out = Path(args.output) if args.output else run.run_dir / "renders" / f"{args.path}{suffix}"
-    written = render_path(run.task, run.field, args.path, out, frames=args.frames, fps=args.fps, scale=args.scale)
+    path = args.path
+    path_given = any(arg == "--path" or arg.startswith("--path=") for arg in argv)
+    if not path_given and default_path(run.task.layout) != path:
+        path = default_path(run.task.layout)
+        print(f"{run.task.layout} scene: rendering --path {path} (pass --path orbit for a circle around it)")
+    if path in SPLIT_PATHS:
+        _checked_split(run.task, path)
+    out = Path(args.output) if args.output else run.run_dir / "renders" / f"{path}{suffix}"
+    written = render_path(run.task, run.field, path, out, frames=args.frames, fps=args.fps, scale=args.scale)
     print(f"rendered {written.n_frames} frames -> {out} (video: {written.video})")
     return 0
 

@@ -168,8 +168,16 @@ class DataConfig:
 class RenderConfig:
     grid_resolution: int = 128
     """Occupancy grid resolution per axis (nerfacc OccGridEstimator)."""
-    grid_levels: int = 1
-    """Occupancy grid levels (1 for object scenes inside the aabb)."""
+    grid_levels: Optional[int] = None
+    """Occupancy grid levels, level k covering the scene box scaled 2^k about its centre (nerfacc's
+    multi-level grid for unbounded scenes). Default: 1 for object scenes (Blender), 4 for captures."""
+    cone_angle: Optional[float] = None
+    """Ray-marching steps grow as max(step, t * cone_angle) (distant samples sparser). Default: 0 for
+    object scenes, 0.004 for captures (nerfacc's unbounded setting)."""
+    near: Optional[float] = None
+    """Near plane in the scene's (normalised) units; default: from the dataset (Blender: 2)."""
+    far: Optional[float] = None
+    """Far plane; default: from the dataset (Blender: 6; captures: the outermost grid box)."""
     samples_per_cell: float = 2.0
     """Ray-marching step = cell diagonal / samples_per_cell (render_step_size)."""
     alpha_thre: float = 0.0
@@ -188,10 +196,18 @@ class RenderConfig:
     def validate(self) -> None:
         # nerfacc counts a level's cells in int32: 1290^3 is the largest cube that fits.
         require_range(self.grid_resolution, "--render.grid-resolution", 1, 1290)
-        require_range(self.grid_levels, "--render.grid-levels", 1)
+        if self.grid_levels is not None:
+            require_range(self.grid_levels, "--render.grid-levels", 1, 12)
+        if self.cone_angle is not None:
+            require_range(self.cone_angle, "--render.cone-angle", 0, 1)
+        if self.near is not None:
+            require_range(self.near, "--render.near", 0)
+        if self.far is not None:
+            require_range(self.far, "--render.far", 0, low_open=True)
+            check(self.near is None or self.near < self.far, "--render.far", f"must be greater than --render.near ({self.near})")
         # nerfacc's buffers: occupancy (float32) and binary (bool) per cell and level, coordinates
         # (3 x int64) and index (int64) per cell of one level.
-        res, levels = self.grid_resolution, self.grid_levels
+        res, levels = self.grid_resolution, self.grid_levels or 4
         check_memory(res**3 * (5 * levels + 32), "--render.grid-resolution", f"the occupancy grid ({levels} level(s) of {res}^3 cells)")
         require_range(self.samples_per_cell, "--render.samples-per-cell", 0, low_open=True)
         require_range(self.alpha_thre, "--render.alpha-thre", 0, 1)

@@ -414,3 +414,33 @@ def test_a_capture_trains_evaluates_and_renders_in_the_frame_it_was_trained_in(t
     manifest = json.loads((run / "export-stream" / "manifest.json").read_text())
     assert manifest["scene"]["normalization"]["scale"] == pytest.approx(stored.scale)
     assert (run / "renders" / "orbit").is_dir()
+
+
+def test_captures_get_a_multi_level_grid_and_object_scenes_keep_their_box(tmp_path: Path) -> None:
+    make_colmap(tmp_path / "cap")
+    capture = SceneTask(DataConfig(path=str(tmp_path / "cap")), RenderConfig(grid_resolution=16), torch.device("cpu"))
+    assert (capture.levels, capture.cone_angle) == (4, 0.004)
+    box, field_box = np.array(capture.aabb), np.array(capture.field_context().aabb)
+    assert np.allclose(field_box[3:] - field_box[:3], 8 * (box[3:] - box[:3]))  # the outermost of 4 levels
+    centres = capture.split("train").cameras.c2w[:, :, 3].numpy()
+    assert (centres >= box[:3] - 1e-6).all() and (centres <= box[3:] + 1e-6).all()  # the base box holds the cameras
+    assert capture.far > np.linalg.norm(field_box[3:] - field_box[:3]) / 2  # rays reach the outermost box
+    assert capture.renderer.estimator.binaries.shape[0] == 4 and capture.renderer.cone_angle == 0.004
+
+    demo = SceneTask(DataConfig(path="demo"), RenderConfig(grid_resolution=16), torch.device("cpu"))
+    assert (demo.levels, demo.cone_angle, demo.near, demo.far) == (1, 0.0, 2.0, 6.0)
+    assert demo.field_context().aabb == (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
+
+    make_llff(tmp_path / "ff")
+    forward = SceneTask(DataConfig(path=str(tmp_path / "ff")), RenderConfig(grid_resolution=16), torch.device("cpu"))
+    assert forward.layout == "360" or forward.levels == 1  # the ring fixture converges; a forward-facing one keeps 1 level
+
+    chosen = SceneTask(DataConfig(path=str(tmp_path / "cap")), RenderConfig(grid_resolution=16, grid_levels=2, cone_angle=0.0, near=0.05, far=3.0), torch.device("cpu"))
+    assert (chosen.levels, chosen.cone_angle, chosen.near, chosen.far) == (2, 0.0, 0.05, 3.0)
+    assert chosen.setup()["grid_levels"] == 2 and chosen.setup()["far"] == 3.0
+
+
+def test_bad_render_options(capsys: pytest.CaptureFixture) -> None:
+    assert "--render.far: must be greater than --render.near (2.0)" in _cli_error(["train", "--render.near", "2", "--render.far", "1"], capsys)
+    assert "--render.cone-angle" in _cli_error(["train", "--render.cone-angle", "-0.1"], capsys)
+    assert "--render.grid-levels" in _cli_error(["train", "--render.grid-levels", "13"], capsys)

@@ -76,7 +76,7 @@ BAD_OPTIONS = [
     # RenderConfig
     (["--render.grid-resolution", "0"], "--render.grid-resolution", "between 1 and 1290"),
     (["--render.grid-resolution", "1000", "--render.grid-levels", "8"], "--render.grid-resolution", "72.0 GB"),
-    (["--render.grid-levels", "0"], "--render.grid-levels", "at least 1"),
+    (["--render.grid-levels", "0"], "--render.grid-levels", "between 1 and 12"),
     (["--render.samples-per-cell", "0"], "--render.samples-per-cell", "positive"),
     (["--render.alpha-thre", "2"], "--render.alpha-thre", "between 0 and 1"),
     (["--render.early-stop-eps", "-0.1"], "--render.early-stop-eps", "between 0 and 1"),

@@ -17,7 +17,6 @@ Pixel coordinates are continuous, ``[..., 0]`` the column (x) and ``[..., 1]`` t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -172,37 +171,8 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
 
 
 def orbit_path(cameras: Cameras, n_frames: int) -> Cameras:
-    """A closed circular camera path around the origin, for videos.
+    """A closed circle of cameras around the origin: :func:`nfplug.rendering.paths.orbit_path`,
+    where the camera paths live (kept here for existing imports)."""
+    from nfplug.rendering.paths import orbit_path as orbit
 
-    The circle lies at the mean distance from the origin and the mean elevation
-    (angle above the ``xy`` plane; world ``z`` is up, as in Blender) of the input
-    cameras, starts at the azimuth of the first camera, and every camera looks at the
-    origin. Intrinsics are those of the first input camera.
-
-    Args:
-        cameras: ``N`` cameras the path is fitted to.
-        n_frames: number of cameras on the path; frame ``n_frames`` would equal frame 0.
-
-    Returns:
-        ``n_frames`` cameras.
-    """
-    centres = cameras.c2w[:, :, 3]
-    radius = centres.norm(dim=-1).clamp_min(1e-8)
-    # Keep clear of the poles, where "up" is parallel to the viewing direction.
-    max_elevation = math.radians(89.0)
-    elevation = torch.asin((centres[:, 2] / radius).clamp(-1.0, 1.0)).mean().clamp(-max_elevation, max_elevation)
-    azimuth0 = torch.atan2(centres[0, 1], centres[0, 0])
-    azimuth = azimuth0 + torch.arange(n_frames, dtype=centres.dtype, device=centres.device) * (2 * math.pi / n_frames)
-    r = radius.mean()
-    eye = torch.stack(
-        [
-            r * torch.cos(elevation) * torch.cos(azimuth),
-            r * torch.cos(elevation) * torch.sin(azimuth),
-            (r * torch.sin(elevation)).expand_as(azimuth),
-        ],
-        dim=-1,
-    )
-    up = torch.tensor([0.0, 0.0, 1.0], dtype=centres.dtype, device=centres.device)
-    c2w = look_at(eye, torch.zeros_like(up), up)
-    K = cameras.K[:1].expand(n_frames, 3, 3).clone()
-    return Cameras(c2w, K, cameras.width, cameras.height)
+    return orbit(cameras, n_frames)

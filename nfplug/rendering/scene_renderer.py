@@ -34,18 +34,21 @@ class SceneRenderer:
     """Owns the occupancy grid of a scene and renders rays through a field.
 
     Args:
-        aabb: ``[6]`` scene box, world units.
+        aabb: ``[6]`` scene box (the grid's finest level), world units.
         near_plane, far_plane: ray range in world units (Blender scenes: 2 and 6).
         config: grid and marching options.
+        levels: occupancy grid levels; level ``k`` covers ``aabb`` scaled ``2^k`` about its centre.
+        cone_angle: marching steps grow as ``max(step, t * cone_angle)``.
     """
 
-    def __init__(self, aabb: Sequence[float], near_plane: float, far_plane: float, config: RenderConfig) -> None:
+    def __init__(
+        self, aabb: Sequence[float], near_plane: float, far_plane: float, config: RenderConfig, *, levels: int = 1, cone_angle: float = 0.0
+    ) -> None:
         self.config = config
         self.near_plane = float(near_plane)
         self.far_plane = float(far_plane)
-        self.estimator = nerfacc.OccGridEstimator(
-            roi_aabb=list(aabb), resolution=config.grid_resolution, levels=config.grid_levels
-        )
+        self.cone_angle = float(cone_angle)
+        self.estimator = nerfacc.OccGridEstimator(roi_aabb=list(aabb), resolution=config.grid_resolution, levels=levels)
         extent = max(aabb[3 + i] - aabb[i] for i in range(3))
         cell_diagonal = math.sqrt(3.0) * extent / config.grid_resolution
         self.render_step_size = cell_diagonal / config.samples_per_cell
@@ -115,6 +118,7 @@ class SceneRenderer:
             near_plane=self.near_plane,
             far_plane=self.far_plane,
             render_step_size=self.render_step_size,
+            cone_angle=self.cone_angle,
             sigma_fn=sigma_fn,
             alpha_thre=cfg.alpha_thre,
             early_stop_eps=cfg.early_stop_eps,

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nfplug.data.cameras import Cameras, orbit_path
+from nfplug.data.cameras import Cameras
+from nfplug.rendering.paths import camera_path
 from nfplug.training.rundir import check_writable, writing
 
 
@@ -60,11 +61,12 @@ def scaled(cameras: Cameras, scale: float) -> Cameras:
 
 
 def render_path(task: Any, field: Any, path: str, out: Path, *, frames: int, fps: int, scale: float = 1.0) -> Written:
-    """Render ``path`` ('orbit' or a split name) into ``out``: rgb_NNNN.png, depth_NNNN.png, video.mp4, depth.mp4."""
-    if path == "orbit":
-        cameras = orbit_path(task.split(task.eval_split_name).cameras, frames)
-    else:
-        cameras = task.split(path).cameras
+    """Render ``path`` into ``out``: rgb_NNNN.png, depth_NNNN.png, video.mp4, depth.mp4.
+
+    ``path`` is 'orbit', 'spiral' or 'interpolate' (``frames`` pinhole cameras, see
+    :mod:`nfplug.rendering.paths`) or a split name (that split's cameras as they are).
+    """
+    cameras = camera_path(task, path, frames)
     if scale != 1.0:
         cameras = scaled(cameras, scale)
     check_writable(out)  # creates it; one line if it cannot be written, before rendering

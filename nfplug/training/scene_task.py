@@ -96,6 +96,7 @@ class SceneTask:
         context = DatasetContext(root=self.root, downscale=data.downscale, holdout_every=data.holdout_every)
         self.format, self.dataset = open_dataset(self.root, data.format, context)
         self._splits: Dict[str, SceneSplit] = {}
+        self.render_config = render
         stored = Path(run_dir) / SCENE_FILE if run_dir is not None else None
         if stored is not None and stored.is_file():
             self._read_setup(stored)
@@ -106,7 +107,7 @@ class SceneTask:
             self.split(self._eval_split_name())
         first = self._splits.get("train")
         self.train: Optional[SceneSplit] = first
-        self.renderer = SceneRenderer(self.aabb, self.near, self.far, render).to(device)
+        self.renderer = SceneRenderer(self.aabb, self.near, self.far, render, levels=self.levels, cone_angle=self.cone_angle).to(device)
         if first is not None:
             self.images = first.images.to(device)
             self.alphas = first.alphas.to(device)
@@ -114,20 +115,55 @@ class SceneTask:
 
     # ------------------------------------------------------------------ data
     def _fit_setup(self) -> None:
-        """Normalisation and render bounds from the dataset's hints and its training cameras."""
+        """Normalisation and render setup from the dataset's hints, its training cameras and the
+        ``--render`` options that override them.
+
+        Object scenes (Blender: ``normalize=False``) keep their box, one grid level, even steps.
+        Captures reach beyond their box (backgrounds): the grid gets 4 levels, each twice the size
+        of the one inside it, around a base box holding the sparse points and the cameras; steps
+        grow with distance (cone angle 0.004); far is the outermost box's far side. Forward-facing
+        captures (LLFF) keep one level over the box their view frustums span between the depth
+        bounds.
+        """
         hints = self.dataset.hints()
+        cfg = self.render_config
         self.layout, self.aabb_scale = hints.layout, hints.aabb_scale
         self.transform = SceneTransform.identity()
-        if not hints.normalize:  # already canonical: the dataset's own box and bounds
+        # Forward-facing captures keep one level: their box already spans the depth bounds.
+        unbounded = hints.normalize and hints.layout != "forward-facing"
+        self.levels = cfg.grid_levels or (4 if unbounded else 1)
+        self.cone_angle = cfg.cone_angle if cfg.cone_angle is not None else (0.004 if unbounded else 0.0)
+        capture = hints.normalize
+        if not capture:  # already canonical: the dataset's own box and bounds
             self.aabb, self.near, self.far = render_bounds(hints, self.transform, None)
-            return
-        train = self.dataset.load("train") if "train" in self.dataset.splits() else None
-        if train is None:
-            raise NfplugError(f"--data: {self.root}: the {self.format} dataset has no 'train' split (splits: {', '.join(self.dataset.splits())})")
-        self.transform = fit_normalization(train.cameras.c2w.double().numpy())
-        self._splits["train"] = self._to_scene_split(train, "train", bounds=False)
-        self.aabb, self.near, self.far = render_bounds(hints, self.transform, self._splits["train"].cameras)
-        self._splits["train"] = self._with_bounds(self._splits["train"])
+        else:
+            train = self.dataset.load("train") if "train" in self.dataset.splits() else None
+            if train is None:
+                raise NfplugError(f"--data: {self.root}: the {self.format} dataset has no 'train' split (splits: {', '.join(self.dataset.splits())})")
+            self.transform = fit_normalization(train.cameras.c2w.double().numpy())
+            self._splits["train"] = self._to_scene_split(train, "train", bounds=False)
+            cameras = self._splits["train"].cameras
+            self.aabb, self.near, self.far = render_bounds(hints, self.transform, cameras)
+            if self.levels > 1:  # the base box holds the cameras too; the far plane is the outermost box
+                centres = cameras.c2w[:, :, 3].double()
+                lo = np.minimum(self.aabb[:3], centres.min(0).values.numpy())
+                hi = np.maximum(self.aabb[3:], centres.max(0).values.numpy())
+                self.aabb = tuple(float(v) for v in (*lo, *hi))
+                outer = np.array(self.field_box())
+                corners = np.maximum(np.abs(centres.numpy()[:, None, :] - outer.reshape(2, 3)[None]).max(1), 0)
+                self.far = float(np.linalg.norm(corners, axis=-1).max())
+        self.near = cfg.near if cfg.near is not None else self.near
+        self.far = cfg.far if cfg.far is not None else self.far
+        if not self.near < self.far:
+            raise NfplugError(f"--render.near / --render.far: near {self.near:g} must be below far {self.far:g}")
+        if "train" in self._splits:
+            self._splits["train"] = self._with_bounds(self._splits["train"])
+
+    def field_box(self) -> tuple:
+        """The box the field covers: the grid's outermost level (the scene box scaled ``2^(levels-1)``)."""
+        lo, hi = np.array(self.aabb[:3]), np.array(self.aabb[3:])
+        centre, half = (lo + hi) / 2, (hi - lo) / 2 * 2 ** (self.levels - 1)
+        return tuple(float(v) for v in (*(centre - half), *(centre + half)))
 
     def _read_setup(self, path: Path) -> None:
         try:
@@ -135,12 +171,16 @@ class SceneTask:
             self.transform = SceneTransform.from_json(values["normalization"], path)
             self.aabb = tuple(float(v) for v in values["aabb"])
             self.near, self.far = float(values["near"]), float(values["far"])
+            self.levels = int(values.get("grid_levels", 1))
+            self.cone_angle = float(values.get("cone_angle", 0.0))
             self.layout = str(values.get("layout", "unknown"))
             self.aabb_scale = float(values["aabb_scale"]) if values.get("aabb_scale") is not None else None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise NfplugError(" ".join(f"{path}: not a readable scene setup ({type(e).__name__}: {e})".split())) from None
         if len(self.aabb) != 6 or not all(lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:])) or not 0 <= self.near < self.far:
             raise NfplugError(f"{path}: 'aabb' must be 6 numbers with min < max and 0 <= near < far")
+        if not 1 <= self.levels <= 12 or not 0 <= self.cone_angle <= 1:
+            raise NfplugError(f"{path}: 'grid_levels' must be 1 to 12 and 'cone_angle' 0 to 1")
 
     def describe(self) -> str:
         """One line: the format, the splits' sizes, the box and whether the poses were normalised."""
@@ -152,7 +192,7 @@ class SceneTask:
         return (
             f"{self.format} scene {self.root}: {len(train.paths)} train / {len(held.paths)} {held.split} images of "
             f"{train.cameras.width}x{train.cameras.height}{', lens distortion per ray' if train.cameras.dist is not None else ''}; "
-            f"{frame}; box {box}, near {self.near:.3g}, far {self.far:.3g}"
+            f"{frame}; box {box}, {self.levels} grid level(s), cone angle {self.cone_angle:g}, near {self.near:.3g}, far {self.far:.3g}"
         )
 
     def setup(self) -> Dict[str, Any]:
@@ -163,6 +203,9 @@ class SceneTask:
             "aabb_scale": self.aabb_scale,
             "normalization": self.transform.to_json(),
             "aabb": list(self.aabb),
+            "grid_levels": self.levels,
+            "cone_angle": self.cone_angle,
+            "field_aabb": list(self.field_box()),
             "near": self.near,
             "far": self.far,
         }
@@ -205,7 +248,7 @@ class SceneTask:
         return self._splits[name]
 
     def field_context(self) -> FieldContext:
-        return FieldContext(task="scene", aabb=self.aabb, out_channels=3)
+        return FieldContext(task="scene", aabb=self.field_box(), out_channels=3)
 
     @property
     def scene_name(self) -> str:
