@@ -58,8 +58,8 @@ def write_images(folder: Path, n: int = N, size=(W, H)) -> list[str]:
     return names
 
 
-def make_colmap(root: Path, *, binary: bool = True, model: str = "OPENCV") -> np.ndarray:
-    c2w = rig()
+def make_colmap(root: Path, *, binary: bool = True, model: str = "OPENCV", c2w: np.ndarray | None = None) -> np.ndarray:
+    c2w = rig() if c2w is None else c2w
     names = write_images(root / "images")
     params = [FX, FY, CX, CY, *DIST] if model in ("OPENCV", "OPENCV_FISHEYE") else [FX, FY, CX, CY]
     cameras = {1: ColmapCamera(1, model, W, H, np.array(params))}
@@ -433,7 +433,7 @@ def test_captures_get_a_multi_level_grid_and_object_scenes_keep_their_box(tmp_pa
 
     make_llff(tmp_path / "ff")
     forward = SceneTask(DataConfig(path=str(tmp_path / "ff")), RenderConfig(grid_resolution=16), torch.device("cpu"))
-    assert forward.layout == "360" or forward.levels == 1  # the ring fixture converges; a forward-facing one keeps 1 level
+    assert (forward.layout, forward.levels) == ("360", 4)  # LLFF's ring converges: 360 (side by side: the test below)
 
     chosen = SceneTask(DataConfig(path=str(tmp_path / "cap")), RenderConfig(grid_resolution=16, grid_levels=2, cone_angle=0.0, near=0.05, far=3.0), torch.device("cpu"))
     assert (chosen.levels, chosen.cone_angle, chosen.near, chosen.far) == (2, 0.0, 0.05, 3.0)
@@ -444,3 +444,16 @@ def test_bad_render_options(capsys: pytest.CaptureFixture) -> None:
     assert "--render.far: must be greater than --render.near (2.0)" in _cli_error(["train", "--render.near", "2", "--render.far", "1"], capsys)
     assert "--render.cone-angle" in _cli_error(["train", "--render.cone-angle", "-0.1"], capsys)
     assert "--render.grid-levels" in _cli_error(["train", "--render.grid-levels", "13"], capsys)
+
+
+def test_a_capture_whose_cameras_do_not_converge_is_forward_facing(tmp_path: Path) -> None:
+    """COLMAP and nerfstudio do not say the layout: cameras side by side looking the same way are
+    forward-facing (one grid level, the spiral path); the ring converges and is 360."""
+    eye = torch.tensor([[0.3 * i, 0.05 * (i % 3), 0.0] for i in range(N)], dtype=torch.float64)
+    side_by_side = look_at(eye, eye + torch.tensor([0.0, 5.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)).numpy()
+    make_colmap(tmp_path / "ff", c2w=side_by_side)
+    forward = SceneTask(DataConfig(path=str(tmp_path / "ff")), RenderConfig(grid_resolution=16), torch.device("cpu"))
+    assert (forward.layout, forward.levels, forward.cone_angle) == ("forward-facing", 1, 0.0)
+    make_colmap(tmp_path / "ring")
+    ring = SceneTask(DataConfig(path=str(tmp_path / "ring")), RenderConfig(grid_resolution=16), torch.device("cpu"))
+    assert (ring.layout, ring.levels) == ("360", 4)

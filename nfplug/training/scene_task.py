@@ -16,7 +16,7 @@ from nfplug.config import DataConfig, RenderConfig
 from nfplug.data.cameras import Cameras, generate_rays
 from nfplug.data.demo import ensure_demo_scene
 from nfplug.data.formats import open_dataset
-from nfplug.data.normalize import SceneTransform, fit_normalization, render_bounds
+from nfplug.data.normalize import SceneTransform, fit_normalization, focus_point, render_bounds
 from nfplug.data.scene import SceneSplit
 from nfplug.errors import NfplugError
 from nfplug.rendering.scene_renderer import SceneRenderer
@@ -129,17 +129,23 @@ class SceneTask:
         cfg = self.render_config
         self.layout, self.aabb_scale = hints.layout, hints.aabb_scale
         self.transform = SceneTransform.identity()
+        if hints.normalize and hints.layout == "unknown":  # cameras that converge on a point see it all around
+            train = self.dataset.load("train")
+            self._splits["train"] = self._to_scene_split(train, "train", bounds=False)
+            self.layout = "360" if focus_point(train.cameras.c2w.double().numpy()) is not None else "forward-facing"
         # Forward-facing captures keep one level: their box already spans the depth bounds.
-        unbounded = hints.normalize and hints.layout != "forward-facing"
+        unbounded = hints.normalize and self.layout != "forward-facing"
         self.levels = cfg.grid_levels or (4 if unbounded else 1)
         self.cone_angle = cfg.cone_angle if cfg.cone_angle is not None else (0.004 if unbounded else 0.0)
         capture = hints.normalize
         if not capture:  # already canonical: the dataset's own box and bounds
             self.aabb, self.near, self.far = render_bounds(hints, self.transform, None)
         else:
-            train = self.dataset.load("train") if "train" in self.dataset.splits() else None
+            train = self._splits.get("train")
             if train is None:
-                raise NfplugError(f"--data: {self.root}: the {self.format} dataset has no 'train' split (splits: {', '.join(self.dataset.splits())})")
+                if "train" not in self.dataset.splits():
+                    raise NfplugError(f"--data: {self.root}: the {self.format} dataset has no 'train' split (splits: {', '.join(self.dataset.splits())})")
+                train = self._to_scene_split(self.dataset.load("train"), "train", bounds=False)
             self.transform = fit_normalization(train.cameras.c2w.double().numpy())
             self._splits["train"] = self._to_scene_split(train, "train", bounds=False)
             cameras = self._splits["train"].cameras
