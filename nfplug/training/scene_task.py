@@ -167,6 +167,8 @@ class SceneTask:
 
     def field_box(self) -> tuple:
         """The box the field covers: the grid's outermost level (the scene box scaled ``2^(levels-1)``)."""
+        if self.levels == 1:
+            return tuple(self.aabb)
         lo, hi = np.array(self.aabb[:3]), np.array(self.aabb[3:])
         centre, half = (lo + hi) / 2, (hi - lo) / 2 * 2 ** (self.levels - 1)
         return tuple(float(v) for v in (*(centre - half), *(centre + half)))
