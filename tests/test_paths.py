@@ -256,8 +256,24 @@ def test_cup_360_orbit_and_interpolate_see_the_points_median() -> None:
     task = real_task(CUP, downscale=4)
     points = task.transform.apply_points(task.dataset.hints().points.double().numpy())
     median = np.median(points, axis=0)
-    for name in ("orbit", "interpolate"):
-        assert_sees(camera_path(task, name, 30), median, f"cup_360 {name}")
+    assert task.layout == "360"
+    for name, frames in (("orbit", 30), ("interpolate", 30), ("interpolate", 120)):  # 120: between photos 156 degrees apart too
+        assert_sees(camera_path(task, name, frames), median, f"cup_360 {name} ({frames} frames)")
+
+
+def test_interpolate_looking_at_the_centre_stays_upright_between_rolled_photos() -> None:
+    """A 360 capture with some photos held upside down: slerp turns through views past the scene;
+    looking at the centre, every frame faces the origin with image y pointing down (world -z)."""
+    angles = torch.linspace(0, 2.5, 6, dtype=torch.float64)
+    eye = torch.stack([2 * torch.cos(angles), 2 * torch.sin(angles), 0.4 * torch.ones(6, dtype=torch.float64)], dim=-1)
+    c2w = look_at(eye, torch.zeros(3, dtype=torch.float64), Z)
+    c2w[1::2, :, :2] *= -1  # every other photo rolled by 180 degrees about its viewing axis
+    path = interpolate_path(cameras_at(c2w), 41, look_at_centre=True)
+    forward, centre = path.c2w[:, :, 2].double(), path.c2w[:, :, 3].double()
+    torch.testing.assert_close(forward, -centre / centre.norm(dim=-1, keepdim=True), atol=1e-6, rtol=0)
+    assert (path.c2w[:, 2, 1] < 0).all()  # image y (down) has a negative world z: upright
+    assert_rotations(path.c2w)
+    torch.testing.assert_close(path.c2w[keyframes(6, 41), :, 3], c2w[:, :, 3].to(path.c2w.dtype), atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------- the command

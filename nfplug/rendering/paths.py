@@ -63,7 +63,8 @@ def camera_path(task: Any, name: str, n_frames: int) -> Cameras:
         return spiral_path(task.split("train").cameras, n_frames, task.near, task.far)
     if name == "interpolate":
         train = task.split("train")
-        return interpolate_path(train.cameras.subset(torch.tensor(capture_order(train.paths))), n_frames)
+        ordered = train.cameras.subset(torch.tensor(capture_order(train.paths)))
+        return interpolate_path(ordered, n_frames, look_at_centre=getattr(task, "layout", "") == "360")
     return task.split(name).cameras
 
 
@@ -236,16 +237,22 @@ def catmull_rom(points: Tensor, s: Tensor, alpha: float = 0.5) -> Tensor:
     return (2 * t3 - 3 * t2 + 1) * p1 + (t3 - 2 * t2 + t) * m1 + (-2 * t3 + 3 * t2) * p2 + (t3 - t2) * m2
 
 
-def interpolate_path(cameras: Cameras, n_frames: int) -> Cameras:
+def interpolate_path(cameras: Cameras, n_frames: int, *, look_at_centre: bool = False) -> Cameras:
     """A smooth path through ``cameras`` in their order (capture order for photos and video).
 
     Centres follow :func:`catmull_rom` (centripetal), orientations :func:`slerp` between
     consecutive cameras, both at :func:`path_parameters`: with ``n_frames >= N`` camera ``i`` is
     frame :func:`keyframes` ``[i]`` exactly. Intrinsics are the first camera's.
 
+    With ``look_at_centre`` (360-degree captures) every frame instead looks at the origin, upright
+    (world ``+z`` up): photos taken far apart (a turn of 150 degrees, one held upside down) would
+    otherwise slerp through orientations that look past the scene. Frames whose view is nearly
+    vertical keep the slerped orientation.
+
     Args:
         cameras: ``N`` cameras, OpenCV, in path order.
         n_frames: frames of the path.
+        look_at_centre: orient every frame towards the origin (see above).
 
     Returns:
         ``n_frames`` pinhole cameras.
@@ -259,6 +266,11 @@ def interpolate_path(cameras: Cameras, n_frames: int) -> Cameras:
     following = (segment + 1).clamp(max=n - 1)
     between = slerp(quaternions[segment], quaternions[following], s - segment)
     rotation = torch.from_numpy(np.stack([qvec_to_rotmat(q) for q in between.numpy()]))
+    if look_at_centre:
+        up = torch.tensor([0.0, 0.0, 1.0], dtype=eye.dtype)
+        facing = look_at(eye, torch.zeros(3, dtype=eye.dtype), up)[:, :, :3]
+        usable = (eye.norm(dim=-1) > 1e-6) & (_unit(-eye) @ up).abs().lt(0.99)
+        rotation = torch.where(usable[:, None, None], facing, rotation)
     frames = torch.cat([rotation, eye[:, :, None]], dim=-1)
     return _pinhole(frames.to(cameras.c2w.dtype), cameras)
 
