@@ -178,6 +178,10 @@ class RenderConfig:
     """Near plane in the scene's (normalised) units; default: from the dataset (Blender: 2)."""
     far: Optional[float] = None
     """Far plane; default: from the dataset (Blender: 6; captures: the outermost grid box)."""
+    aabb: Optional[Tuple[float, float, float, float, float, float]] = None
+    """Scene box xmin ymin zmin xmax ymax zmax (the grid's finest level), in the scene's
+    (normalised) frame; default: from the dataset (Blender: -1.5..1.5; captures: the sparse points
+    and the cameras)."""
     samples_per_cell: float = 2.0
     """Ray-marching step = cell diagonal / samples_per_cell (render_step_size)."""
     alpha_thre: float = 0.0
@@ -205,6 +209,8 @@ class RenderConfig:
         if self.far is not None:
             require_range(self.far, "--render.far", 0, low_open=True)
             check(self.near is None or self.near < self.far, "--render.far", f"must be greater than --render.near ({self.near})")
+        if self.aabb is not None:
+            check(all(lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:])), "--render.aabb", f"needs min < max on every axis, got {list(self.aabb)}")
         # nerfacc's buffers: occupancy (float32) and binary (bool) per cell and level, coordinates
         # (3 x int64) and index (int64) per cell of one level.
         res, levels = self.grid_resolution, self.grid_levels or 4

@@ -435,8 +435,10 @@ def test_captures_get_a_multi_level_grid_and_object_scenes_keep_their_box(tmp_pa
     forward = SceneTask(DataConfig(path=str(tmp_path / "ff")), RenderConfig(grid_resolution=16), torch.device("cpu"))
     assert (forward.layout, forward.levels) == ("360", 4)  # LLFF's ring converges: 360 (side by side: the test below)
 
-    chosen = SceneTask(DataConfig(path=str(tmp_path / "cap")), RenderConfig(grid_resolution=16, grid_levels=2, cone_angle=0.0, near=0.05, far=3.0), torch.device("cpu"))
-    assert (chosen.levels, chosen.cone_angle, chosen.near, chosen.far) == (2, 0.0, 0.05, 3.0)
+    options = RenderConfig(grid_resolution=16, grid_levels=2, cone_angle=0.0, near=0.05, far=3.0, aabb=(-1, -1, -1, 1, 1, 0.5))
+    chosen = SceneTask(DataConfig(path=str(tmp_path / "cap")), options, torch.device("cpu"))
+    assert (chosen.levels, chosen.cone_angle, chosen.near, chosen.far, chosen.aabb) == (2, 0.0, 0.05, 3.0, (-1, -1, -1, 1, 1, 0.5))
+    assert chosen.field_context().aabb == (-2, -2, -1.75, 2, 2, 1.25)  # twice the box about its centre (z: -0.25 +- 1.5)
     assert chosen.setup()["grid_levels"] == 2 and chosen.setup()["far"] == 3.0
 
 
@@ -444,6 +446,7 @@ def test_bad_render_options(capsys: pytest.CaptureFixture) -> None:
     assert "--render.far: must be greater than --render.near (2.0)" in _cli_error(["train", "--render.near", "2", "--render.far", "1"], capsys)
     assert "--render.cone-angle" in _cli_error(["train", "--render.cone-angle", "-0.1"], capsys)
     assert "--render.grid-levels" in _cli_error(["train", "--render.grid-levels", "13"], capsys)
+    assert "--render.aabb: needs min < max on every axis" in _cli_error(["train", "--render.aabb", "0", "0", "0", "1", "-1", "1"], capsys)
 
 
 def test_a_capture_whose_cameras_do_not_converge_is_forward_facing(tmp_path: Path) -> None:

@@ -158,6 +158,8 @@ class SceneTask:
                 outer = np.array(self.field_box())
                 corners = np.maximum(np.abs(centres.numpy()[:, None, :] - outer.reshape(2, 3)[None]).max(1), 0)
                 self.far = float(np.linalg.norm(corners, axis=-1).max())
+        if cfg.aabb is not None:
+            self.aabb = tuple(float(v) for v in cfg.aabb)
         self.near = cfg.near if cfg.near is not None else self.near
         self.far = cfg.far if cfg.far is not None else self.far
         if not self.near < self.far:
