@@ -529,7 +529,9 @@ def _check_registration(model, report: Report, args: ProcessDataArgs, is_video: 
     given = len(report.given)
     registered = model.num_reg_images() if model is not None else 0
     if is_video:
-        hint = "try more --num-frames, slower camera motion" + (", --matching sequential" if matching != "sequential" else "")
+        hint = "try more --num-frames, slower camera motion" + (
+            ", --matching sequential" if matching != "sequential" else ", --matching exhaustive (slower, more robust for a few hundred frames)"
+        )
     else:
         hint = "take more photos with more overlap between neighbours" + (", try --matching exhaustive" if matching != "exhaustive" else "")
     if args.camera_model != "SIMPLE_RADIAL" and given < 30:
