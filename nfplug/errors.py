@@ -10,3 +10,8 @@ class NfplugError(Exception):
     traceback. Messages name the offending file or option, e.g.
     ``transforms_train.json: frame 3: transform_matrix must be 4x4, got 3x4``.
     """
+
+
+def fail(message: str) -> NfplugError:
+    """An :class:`NfplugError` whose message is one line, even if it quotes a multi-line library message."""
+    return NfplugError(" ".join(message.split()))

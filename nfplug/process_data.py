@@ -56,7 +56,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from nfplug.errors import NfplugError
+from nfplug.errors import NfplugError, fail
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 DOWNSCALES = (2, 4, 8)
@@ -306,7 +306,7 @@ def extract_video_frames(video: Path, scene: Path, num_frames: int) -> List[str]
                 if index >= last:
                     break
         except (OSError, RuntimeError) as e:
-            raise NfplugError(" ".join(f"{video}: cannot decode frame {bar.n}: {e}".split())) from None
+            raise fail(f"{video}: cannot decode frame {bar.n}: {e}") from None
     if candidates:  # the video ended before its header's frame count
         blurry += _write_sharpest(windows[k], candidates, scene, names)
     skipped = f" ({blurry} blurry skipped)" if blurry else ""

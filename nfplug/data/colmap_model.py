@@ -28,7 +28,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from nfplug.errors import NfplugError
+from nfplug.errors import NfplugError, fail
 
 CAMERA_MODELS: Dict[str, Tuple[int, int]] = {
     "SIMPLE_PINHOLE": (0, 3), "PINHOLE": (1, 4), "SIMPLE_RADIAL": (2, 4), "RADIAL": (3, 5),
@@ -95,10 +95,6 @@ class ColmapModel:
     point_ids: np.ndarray
 
 
-def _fail(message: str) -> NfplugError:
-    return NfplugError(" ".join(message.split()))
-
-
 def _check(
     cameras: Dict[int, ColmapCamera], images: Dict[int, ColmapImage], cameras_path: Path, images_path: Path
 ) -> None:
@@ -107,19 +103,19 @@ def _check(
         n_params = CAMERA_MODELS.get(c.model, (0, -1))[1]
         if n_params < 0:
             known = ", ".join(CAMERA_MODELS)
-            raise _fail(f"{cameras_path}: camera {c.id}: unknown camera model {c.model!r} (known: {known})")
+            raise fail(f"{cameras_path}: camera {c.id}: unknown camera model {c.model!r} (known: {known})")
         if len(c.params) != n_params or not np.isfinite(c.params).all():
-            raise _fail(f"{cameras_path}: camera {c.id}: camera model {c.model} takes {n_params} finite parameters, "
+            raise fail(f"{cameras_path}: camera {c.id}: camera model {c.model} takes {n_params} finite parameters, "
                         f"got {np.asarray(c.params).tolist()}")  # fmt: skip
     for im in images.values():
         where = f"{images_path}: image {im.id} ({im.name})"
         if not (np.isfinite(im.qvec).all() and np.isfinite(im.tvec).all() and np.any(im.qvec)):
-            raise _fail(f"{where}: qvec {im.qvec.tolist()} must be a finite non-zero quaternion and "
+            raise fail(f"{where}: qvec {im.qvec.tolist()} must be a finite non-zero quaternion and "
                         f"tvec {im.tvec.tolist()} finite")  # fmt: skip
         if im.xys.shape != (len(im.point3d_ids), 2):
-            raise _fail(f"{where}: xys {im.xys.shape} does not match point3d_ids {im.point3d_ids.shape}")
+            raise fail(f"{where}: xys {im.xys.shape} does not match point3d_ids {im.point3d_ids.shape}")
         if im.camera_id not in cameras:
-            raise _fail(f"{where}: refers to camera {im.camera_id}, which {cameras_path.name} does not have")
+            raise fail(f"{where}: refers to camera {im.camera_id}, which {cameras_path.name} does not have")
 
 
 class _Cursor:
@@ -130,7 +126,7 @@ class _Cursor:
         try:
             self.data = path.read_bytes()
         except OSError as e:
-            raise _fail(f"{path}: cannot read: {e.strerror or e}") from None
+            raise fail(f"{path}: cannot read: {e.strerror or e}") from None
 
     def take(self, dtype: np.dtype | str, count: int = 1) -> np.ndarray:
         end = self.pos + np.dtype(dtype).itemsize * count
@@ -151,10 +147,10 @@ class _Cursor:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise _fail(f"{self.path}: {self.what}: name is not UTF-8: {raw[:60]!r}") from None
+            raise fail(f"{self.path}: {self.what}: name is not UTF-8: {raw[:60]!r}") from None
 
     def truncated(self) -> NfplugError:
-        return _fail(f"{self.path}: truncated: ended at byte {len(self.data)} while reading {self.what}")
+        return fail(f"{self.path}: truncated: ended at byte {len(self.data)} while reading {self.what}")
 
 
 def _read_cameras_bin(path: Path) -> Dict[int, ColmapCamera]:
@@ -166,7 +162,7 @@ def _read_cameras_bin(path: Path) -> Dict[int, ColmapCamera]:
         model = _MODEL_NAMES.get(int(head["model_id"]))
         if model is None:
             known = f"0..{len(_MODEL_NAMES) - 1}"
-            raise _fail(f"{path}: {cursor.what}: unknown camera model id {head['model_id']} (known: {known})")
+            raise fail(f"{path}: {cursor.what}: unknown camera model id {head['model_id']} (known: {known})")
         params = cursor.take("<f8", CAMERA_MODELS[model][1]).astype(np.float64)
         cameras[int(head["id"])] = ColmapCamera(int(head["id"]), model, int(head["width"]), int(head["height"]), params)
     return cameras
@@ -196,7 +192,7 @@ def _read_points_bin(path: Path) -> Tuple[np.ndarray, ...]:
         offsets[i] = cursor.pos
         cursor.pos += head + _TRACK_ELEMENT.itemsize * _COUNT.unpack_from(cursor.data, cursor.pos + head - 8)[0]
         if cursor.pos > size:
-            raise _fail(f"{path}: truncated: ended at byte {size} while reading the track of point {i + 1} of {n}")
+            raise fail(f"{path}: truncated: ended at byte {size} while reading the track of point {i + 1} of {n}")
     heads = np.frombuffer(cursor.data, np.uint8)[offsets[:, None] + np.arange(head)].view(_POINT_HEAD)[:, 0]
     return (heads["xyz"].astype(np.float64), heads["rgb"].astype(np.uint8), heads["error"].astype(np.float64),
             heads["id"].astype(np.int64))  # fmt: skip
@@ -207,7 +203,7 @@ def _data_lines(path: Path) -> Iterator[Tuple[int, str]]:
     try:
         return enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
     except (OSError, UnicodeDecodeError) as e:
-        raise _fail(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+        raise fail(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
 
 
 def _skip(line: str) -> bool:
@@ -216,7 +212,7 @@ def _skip(line: str) -> bool:
 
 def _malformed(path: Path, lineno: int, expected: str, line: str) -> NfplugError:
     shown = line if len(line) <= 80 else line[:77] + "..."
-    return _fail(f"{path}: line {lineno}: malformed, expected {expected}, got {shown!r}")
+    return fail(f"{path}: line {lineno}: malformed, expected {expected}, got {shown!r}")
 
 
 def _read_cameras_txt(path: Path) -> Dict[int, ColmapCamera]:
@@ -290,14 +286,14 @@ def read_model(folder: str | Path) -> ColmapModel:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise _fail(f"{folder}: not a folder, expected a COLMAP model (cameras, images, points3D)")
+        raise fail(f"{folder}: not a folder, expected a COLMAP model (cameras, images, points3D)")
     paths = [next((folder / f"{stem}{suffix}" for suffix in _READERS if (folder / f"{stem}{suffix}").is_file()), None)
              for stem in _STEMS]  # fmt: skip
     if not any(paths):
-        raise _fail(f"{folder}: no COLMAP model: neither .bin nor .txt files of cameras, images and points3D")
+        raise fail(f"{folder}: no COLMAP model: neither .bin nor .txt files of cameras, images and points3D")
     for stem, path in zip(_STEMS, paths):
         if path is None:
-            raise _fail(f"{folder}: COLMAP model incomplete: neither {stem}.bin nor {stem}.txt exists")
+            raise fail(f"{folder}: COLMAP model incomplete: neither {stem}.bin nor {stem}.txt exists")
     cameras = _READERS[paths[0].suffix][0](paths[0])
     images = _READERS[paths[1].suffix][1](paths[1])
     _check(cameras, images, paths[0], paths[1])
@@ -403,7 +399,7 @@ def write_model(model: ColmapModel, folder: str | Path, *, binary: bool = True) 
     suffix = ".bin" if binary else ".txt"
     _check(model.cameras, model.images, folder / f"cameras{suffix}", folder / f"images{suffix}")
     for stale in [folder / f"{stem}.bin" for stem in _STEMS if not binary and (folder / f"{stem}.bin").exists()]:
-        raise _fail(f"{stale}: exists, read_model would read it instead of the text; remove it or write binary")
+        raise fail(f"{stale}: exists, read_model would read it instead of the text; remove it or write binary")
     contents = [write(model) for write in _WRITERS[suffix]]
     for stem, content in zip(_STEMS, contents):
         path = folder / f"{stem}{suffix}"
@@ -411,7 +407,7 @@ def write_model(model: ColmapModel, folder: str | Path, *, binary: bool = True) 
             folder.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content) if binary else path.write_text(content, encoding="utf-8")
         except OSError as e:
-            raise _fail(f"{path}: cannot write: {e.strerror or e}") from None
+            raise fail(f"{path}: cannot write: {e.strerror or e}") from None
 
 
 def find_model(root: str | Path) -> Optional[Path]:

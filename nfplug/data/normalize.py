@@ -14,13 +14,12 @@ instant-ngp's loaders do:
    ``[-1, 1]^3``.
 
 The result is a :class:`SceneTransform` ``x -> scale * (R x + t)``. The engine stores it in
-the run folder (``normalization.json``) and applies it to every split, so evaluation,
+the run folder (``scene.json``, with the render setup) and applies it to every split, so evaluation,
 render paths and exports of a run stay in the frame it was trained in.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,20 +91,6 @@ class SceneTransform:
         if np.abs(rotation.T @ rotation - np.eye(3)).max() > 1e-4 or np.linalg.det(rotation) < 0:
             raise NfplugError(f"{where}: 'rotation' is not a rotation matrix")
         return SceneTransform(rotation, translation, scale)
-
-    def save(self, path: Path) -> None:
-        from nfplug.training.rundir import atomic_file
-
-        with atomic_file(Path(path), "w") as f:
-            json.dump(self.to_json(), f, indent=2)
-
-    @staticmethod
-    def load(path: Path) -> SceneTransform:
-        try:
-            values = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise NfplugError(" ".join(f"{path}: cannot read the scene normalisation: {e}".split())) from None
-        return SceneTransform.from_json(values, Path(path))
 
 
 def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:

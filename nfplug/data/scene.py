@@ -38,7 +38,7 @@ from torch import Tensor
 
 from nfplug.data.cameras import Cameras, opengl_to_opencv
 from nfplug.data.images import composite, read_image_file
-from nfplug.errors import NfplugError
+from nfplug.errors import fail
 
 STANDARD_SPLITS = ("train", "val", "test")
 ROTATION_TOLERANCE = 1e-2
@@ -72,11 +72,6 @@ class SceneSplit:
     name: str
     split: str
     paths: list[str]
-
-
-def fail(message: str) -> NfplugError:
-    """An error whose message is one line, even if it quotes a multi-line library message."""
-    return NfplugError(" ".join(message.split()))
 
 
 def available_splits(root: str | Path) -> list[str]:

@@ -18,7 +18,7 @@ from nfplug.data.demo import ensure_demo_scene
 from nfplug.data.formats import open_dataset
 from nfplug.data.normalize import SceneTransform, fit_normalization, focus_point, render_bounds
 from nfplug.data.scene import SceneSplit
-from nfplug.errors import NfplugError
+from nfplug.errors import NfplugError, fail
 from nfplug.rendering.scene_renderer import SceneRenderer
 
 
@@ -129,35 +129,32 @@ class SceneTask:
         cfg = self.render_config
         self.layout, self.aabb_scale = hints.layout, hints.aabb_scale
         self.transform = SceneTransform.identity()
-        if hints.normalize and hints.layout == "unknown":  # cameras that converge on a point see it all around
+        train = None
+        if hints.normalize:
+            if "train" not in self.dataset.splits():
+                raise NfplugError(f"--data: {self.root}: the {self.format} dataset has no 'train' split (splits: {', '.join(self.dataset.splits())})")
             train = self.dataset.load("train")
-            self._splits["train"] = self._to_scene_split(train, "train", bounds=False)
-            self.layout = "360" if focus_point(train.cameras.c2w.double().numpy()) is not None else "forward-facing"
+            c2w = train.cameras.c2w.double().numpy()
+            if self.layout == "unknown":  # cameras that converge on a point see it all around
+                self.layout = "360" if focus_point(c2w) is not None else "forward-facing"
         # Forward-facing captures keep one level: their box already spans the depth bounds.
         unbounded = hints.normalize and self.layout != "forward-facing"
         self.levels = cfg.grid_levels or (4 if unbounded else 1)
         self.cone_angle = cfg.cone_angle if cfg.cone_angle is not None else (0.004 if unbounded else 0.0)
-        capture = hints.normalize
-        if not capture:  # already canonical: the dataset's own box and bounds
+        if train is None:  # already canonical: the dataset's own box and bounds
             self.aabb, self.near, self.far = render_bounds(hints, self.transform, None)
         else:
-            train = self._splits.get("train")
-            if train is None:
-                if "train" not in self.dataset.splits():
-                    raise NfplugError(f"--data: {self.root}: the {self.format} dataset has no 'train' split (splits: {', '.join(self.dataset.splits())})")
-                train = self._to_scene_split(self.dataset.load("train"), "train", bounds=False)
-            self.transform = fit_normalization(train.cameras.c2w.double().numpy())
+            self.transform = fit_normalization(c2w)
             self._splits["train"] = self._to_scene_split(train, "train", bounds=False)
             cameras = self._splits["train"].cameras
             self.aabb, self.near, self.far = render_bounds(hints, self.transform, cameras)
             if self.levels > 1:  # the base box holds the cameras too; the far plane is the outermost box
-                centres = cameras.c2w[:, :, 3].double()
-                lo = np.minimum(self.aabb[:3], centres.min(0).values.numpy())
-                hi = np.maximum(self.aabb[3:], centres.max(0).values.numpy())
+                centres = cameras.c2w[:, :, 3].double().numpy()
+                lo, hi = np.minimum(self.aabb[:3], centres.min(0)), np.maximum(self.aabb[3:], centres.max(0))
                 self.aabb = tuple(float(v) for v in (*lo, *hi))
-                outer = np.array(self.field_box())
-                corners = np.maximum(np.abs(centres.numpy()[:, None, :] - outer.reshape(2, 3)[None]).max(1), 0)
-                self.far = float(np.linalg.norm(corners, axis=-1).max())
+                outer = np.array(self.field_box()).reshape(2, 3)
+                farthest = np.abs(centres[:, None, :] - outer[None]).max(1)  # per axis, to the farther face
+                self.far = float(np.linalg.norm(farthest, axis=-1).max())
         if cfg.aabb is not None:
             self.aabb = tuple(float(v) for v in cfg.aabb)
         self.near = cfg.near if cfg.near is not None else self.near
@@ -186,7 +183,7 @@ class SceneTask:
             self.layout = str(values.get("layout", "unknown"))
             self.aabb_scale = float(values["aabb_scale"]) if values.get("aabb_scale") is not None else None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise NfplugError(" ".join(f"{path}: not a readable scene setup ({type(e).__name__}: {e})".split())) from None
+            raise fail(f"{path}: not a readable scene setup ({type(e).__name__}: {e})") from None
         if len(self.aabb) != 6 or not all(lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:])) or not 0 <= self.near < self.far:
             raise NfplugError(f"{path}: 'aabb' must be 6 numbers with min < max and 0 <= near < far")
         if not 1 <= self.levels <= 12 or not 0 <= self.cone_angle <= 1:

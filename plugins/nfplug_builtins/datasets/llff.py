@@ -13,7 +13,6 @@ import numpy as np
 
 from nfplug.api import SceneHints
 from nfplug.data.captures import CaptureDataset, base_image_folder, holdout_indices
-from nfplug.data.normalize import focus_point
 from nfplug.data.scene import check_rotation, fail
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -60,5 +59,5 @@ class LLFFDataset(CaptureDataset):
 
 
     def hints(self) -> SceneHints:
-        layout = "360" if focus_point(self.c2w) is not None else "forward-facing"
-        return SceneHints(layout=layout, near=float(self.bounds.min()), far=float(self.bounds.max()))
+        # layout "unknown": the engine tells forward-facing (fern) from 360 (cup_360) by the cameras
+        return SceneHints(near=float(self.bounds.min()), far=float(self.bounds.max()))
