@@ -67,12 +67,14 @@ class FieldContext:
         out_channels: colour channels to predict (3 for scenes, 1 or 3 for images).
         resolution: ``(height, width)`` of the image in pixels (image task), for fields
             laid out on the pixel grid; ``None`` for scenes.
+        n_images: training images (scene task), for per-image appearance embeddings.
     """
 
     task: str
     aabb: Tuple[float, ...]
     out_channels: int = 3
     resolution: Optional[Tuple[int, int]] = None
+    n_images: int = 0
 
 
 class Field(nn.Module):
@@ -83,7 +85,9 @@ class Field(nn.Module):
     - ``density(x)``: ``x [N, 3]`` world positions -> ``sigma [N]``, non-negative
       (post-activation) volume density.
     - ``forward(x, d)``: positions ``[N, 3]`` and unit view directions ``[N, 3]`` ->
-      ``(rgb [N, 3] in [0, 1], sigma [N])``.
+      ``(rgb [N, 3] in [0, 1], sigma [N])``. A field whose ``uses_appearance`` is True is
+      called ``forward(x, d, image_index=...)`` with each sample's training image ``[N]``
+      (long), or ``image_index=None`` for other views (see :mod:`nfplug.encoding.appearance`).
 
     Image task:
 
@@ -123,6 +127,11 @@ class Field(nn.Module):
         lo, hi = self.aabb[:dim], self.aabb[dim:]
         u = (x - lo) / (hi - lo)
         return u, ((u >= 0) & (u <= 1)).all(-1)
+
+    @property
+    def uses_appearance(self) -> bool:
+        """Scene task: whether ``forward`` takes ``image_index`` (per-image appearance)."""
+        return False
 
     def density(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement density()")

@@ -141,9 +141,11 @@ class DataConfig:
     """Image task: 'checkerboard' trains on half the pixels and evaluates on the other half."""
     downscale: int = 1
     """Shrink the images by this integer factor (e.g. 4: lego 400x400 -> 100x100)."""
-    background: Literal["white", "black", "random"] = "white"
-    """Background that transparent pixels are composited on while training
-    ('random': a random colour per ray and step; evaluation always uses white)."""
+    background: Literal["white", "black", "random", "learned"] = "white"
+    """Background behind what the field renders, and that transparent pixels are composited on while
+    training. 'random': a random colour per ray and step (evaluation uses white); 'learned': a small
+    network of the view direction, trained with the field and used by evaluation and renders too
+    (for captures, whose sky and far walls lie beyond the field)."""
     gt_lookup: Literal["nearest", "bilinear"] = "nearest"
     """Ground truth of a ray at a continuous pixel position (rays off pixel centres, from
     --sampler softmine --sampler.no-snap or --sampler uniform --sampler.jitter): the nearest pixel,
@@ -175,13 +177,26 @@ class RenderConfig:
     """Ray-marching steps grow as max(step, t * cone_angle) (distant samples sparser). Default: 0 for
     object scenes, 0.004 for captures (nerfacc's unbounded setting)."""
     near: Optional[float] = None
-    """Near plane in the scene's (normalised) units; default: from the dataset (Blender: 2)."""
+    """Near plane in the scene's (normalised) units; default: from the dataset (Blender: 2). With
+    NDC rays, the plane (distance along the mean camera's axis) that NDC maps to z = -1."""
     far: Optional[float] = None
     """Far plane; default: from the dataset (Blender: 6; captures: the outermost grid box)."""
     aabb: Optional[Tuple[float, float, float, float, float, float]] = None
     """Scene box xmin ymin zmin xmax ymax zmax (the grid's finest level), in the scene's
     (normalised) frame; default: from the dataset (Blender: -1.5..1.5; captures: the sparse points
     and the cameras)."""
+    rays: Literal["auto", "world", "ndc"] = "auto"
+    """Space the rays are marched in: 'world', or 'ndc' (normalised device coordinates of the mean
+    training camera, the NeRF paper's treatment of forward-facing captures: even steps in
+    disparity out to infinity). 'auto': world (it trained fern better than ndc in 10 minutes; README)."""
+    contraction: Literal["auto", "none", "sphere", "cube"] = "auto"
+    """Space the field lives in: 'none' (world positions, the field covering the outermost grid
+    level), or the scene box contracted so all of space fits in |y| < 2 ('sphere': mip-NeRF 360's,
+    'cube': nerfstudio's L-infinity one). 'auto': none for objects and NDC rays, the measured best
+    for unbounded captures."""
+    distortion_weight: float = 0.0
+    """Training: weight of mip-NeRF 360's distortion loss (pulls each ray's weight into one short
+    interval, against floaters and fog; distances as fractions of the far plane). 0: off."""
     samples_per_cell: float = 2.0
     """Ray-marching step = cell diagonal / samples_per_cell (render_step_size)."""
     alpha_thre: float = 0.0
@@ -216,6 +231,7 @@ class RenderConfig:
         res, levels = self.grid_resolution, self.grid_levels or 4
         check_memory(res**3 * (5 * levels + 32), "--render.grid-resolution", f"the occupancy grid ({levels} level(s) of {res}^3 cells)")
         require_range(self.samples_per_cell, "--render.samples-per-cell", 0, low_open=True)
+        require_range(self.distortion_weight, "--render.distortion-weight", 0)
         require_range(self.alpha_thre, "--render.alpha-thre", 0, 1)
         require_range(self.early_stop_eps, "--render.early-stop-eps", 0, 1)
         require_range(self.occ_thre, "--render.occ-thre", 0)

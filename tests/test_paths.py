@@ -242,7 +242,7 @@ def test_fern_spiral_and_interpolate_see_the_focus_point() -> None:
     """Fern ships no sparse points: the point LLFF's spiral looks at, at the focal depth on the mean axis."""
     task = real_task(FERN)
     assert task.layout == "forward-facing" and default_path(task.layout) == "spiral"
-    focus = spiral_focus(mean_pose(task.split("train").cameras.c2w.double()), task.near, task.far)
+    focus = spiral_focus(mean_pose(task.split("train").cameras.c2w.double()), *task.depth_bounds)
     for name in ("spiral", "interpolate"):
         path = camera_path(task, name, 30)
         assert len(path) == 30 and path.dist is None

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from nfplug.rendering import marcher
 from nfplug.rendering.marcher import march_rays, query_occupancy, ray_aabb_intersect
-from nfplug.rendering.volrend import accumulate, render_rays, render_weights
+from nfplug.rendering.volrend import accumulate, distortion, render_rays, render_weights
 
 LN2 = math.log(2.0)
 
@@ -385,3 +385,38 @@ def test_march_rejects_bad_options():
         march_rays(estimator, *rays, near_plane=0.0, far_plane=1.0, render_step_size=0.0)
     with pytest.raises(ValueError, match="cone_angle"):
         march_rays(estimator, *rays, near_plane=0.0, far_plane=1.0, render_step_size=0.1, cone_angle=-1.0)
+
+
+def _brute_force_distortion(w, t0, t1, ray_indices, n_rays):
+    out = []
+    m = (t0 + t1) / 2
+    for r in range(n_rays):
+        sel = ray_indices == r
+        wi, mi, di = w[sel], m[sel], (t1 - t0)[sel]
+        pairs = (wi[:, None] * wi[None, :] * (mi[:, None] - mi[None, :]).abs()).sum()
+        out.append(pairs + (wi**2 * di).sum() / 3)
+    return torch.stack(out)
+
+
+def test_distortion_hand_cases():
+    # One sample of weight 1 on [0, 1]: only the interval term, 1/3.
+    one = distortion(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([0]), 1)
+    assert one.tolist() == pytest.approx([1 / 3])
+    # Two halves at midpoints 0.5 and 1.5: 2 * 0.25 * 1 + 2 * 0.25 / 3 = 2/3; a ray without samples: 0.
+    two = distortion(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 2.0]), torch.tensor([1, 1]), 2)
+    assert two.tolist() == pytest.approx([0.0, 2 / 3])
+
+
+def test_distortion_matches_the_double_sum_values_and_gradients():
+    g = torch.Generator().manual_seed(3)
+    counts = torch.tensor([0, 1, 5, 17, 3])
+    ray_indices = torch.repeat_interleave(torch.arange(5), counts)
+    steps = torch.rand(int(counts.sum()), generator=g, dtype=torch.float64) * 0.2 + 0.01
+    t0 = torch.cat([torch.cumsum(s, 0) - s for s in steps.split(counts.tolist())])
+    t1 = t0 + steps
+    w = torch.rand(t0.shape[0], generator=g, dtype=torch.float64).requires_grad_(True)
+    ours = distortion(w, t0, t1, ray_indices, 5)
+    (g_ours,) = torch.autograd.grad(ours.sum(), w)
+    ref = _brute_force_distortion(w, t0, t1, ray_indices, 5)
+    (g_ref,) = torch.autograd.grad(ref.sum(), w)
+    assert torch.allclose(ours, ref, atol=1e-12) and torch.allclose(g_ours, g_ref, atol=1e-12)

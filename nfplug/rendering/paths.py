@@ -58,9 +58,10 @@ def camera_path(task: Any, name: str, n_frames: int) -> Cameras:
     if name == "orbit":
         return orbit_path(task.split(task.eval_split_name).cameras, n_frames)
     if name == "spiral":
-        if not 0 < task.near < task.far:
-            raise NfplugError(f"--path spiral: the scene has no usable near/far bounds (near {task.near:g}, far {task.far:g})")
-        return spiral_path(task.split("train").cameras, n_frames, task.near, task.far)
+        near, far = task.depth_bounds  # world depths (the marched near/far are NDC's with NDC rays)
+        if not 0 < near < far:
+            raise NfplugError(f"--path spiral: the scene has no usable near/far bounds (near {near:g}, far {far:g})")
+        return spiral_path(task.split("train").cameras, n_frames, near, far)
     if name == "interpolate":
         train = task.split("train")
         ordered = train.cameras.subset(torch.tensor(capture_order(train.paths)))

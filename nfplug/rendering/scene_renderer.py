@@ -19,7 +19,8 @@ from torch import Tensor
 from nfplug.api import Field
 from nfplug.config import RenderConfig
 from nfplug.rendering.marcher import march_rays
-from nfplug.rendering.volrend import render_rays
+from nfplug.rendering.space import SceneSpace
+from nfplug.rendering.volrend import distortion, render_rays
 
 
 @dataclass
@@ -28,6 +29,7 @@ class RenderOutput:
     opacities: Tensor  # [n_rays, 1]
     depths: Tensor  # [n_rays, 1]
     n_samples: int
+    distortion: Optional[Tensor] = None  # [n_rays], with_distortion only: mip-NeRF 360's loss, t / far_plane
 
 
 class SceneRenderer:
@@ -39,12 +41,16 @@ class SceneRenderer:
         config: grid and marching options.
         levels: occupancy grid levels; level ``k`` covers ``aabb`` scaled ``2^k`` about its centre.
         cone_angle: marching steps grow as ``max(step, t * cone_angle)``.
+        space: marching space (world or NDC rays) and field space (contraction);
+            ``aabb``, near and far are in marching space.
     """
 
     def __init__(
-        self, aabb: Sequence[float], near_plane: float, far_plane: float, config: RenderConfig, *, levels: int = 1, cone_angle: float = 0.0
+        self, aabb: Sequence[float], near_plane: float, far_plane: float, config: RenderConfig, *, levels: int = 1, cone_angle: float = 0.0,
+        space: Optional[SceneSpace] = None,
     ) -> None:
         self.config = config
+        self.space = space or SceneSpace()
         self.near_plane = float(near_plane)
         self.far_plane = float(far_plane)
         self.cone_angle = float(cone_angle)
@@ -75,7 +81,7 @@ class SceneRenderer:
         self.estimator.train()
         self.estimator.update_every_n_steps(
             step=step,
-            occ_eval_fn=lambda x: field.density(x) * self.render_step_size,
+            occ_eval_fn=lambda x: field.density(self.space.to_field(x)) * self.render_step_size,
             occ_thre=cfg.occ_thre,
             warmup_steps=cfg.grid_warmup_steps,
             n=cfg.grid_update_every,
@@ -97,19 +103,25 @@ class SceneRenderer:
         *,
         stratified: bool = False,
         generator: Optional[torch.Generator] = None,
+        image_index: Optional[Tensor] = None,
+        with_distortion: bool = False,
     ) -> RenderOutput:
-        """Render rays ``rays_o [n_rays, 3]``, ``rays_d [n_rays, 3]`` (unit).
+        """Render world rays ``rays_o [n_rays, 3]``, ``rays_d [n_rays, 3]`` (unit); depths are
+        distances along the marched rays (NDC units for NDC rays). ``image_index [n_rays]``: the
+        training image of each ray, for fields with per-image appearance (None: not a training view).
 
         Gradients flow to the field and, through the sample positions, to
         ``rays_o`` / ``rays_d`` (and so to the pixel coordinates they came from).
         """
         n_rays = rays_o.shape[0]
         cfg = self.config
-        origins, dirs = rays_o.detach(), rays_d.detach()
+        to_field = self.space.to_field
+        march_o, march_d = self.space.march_rays(rays_o, rays_d)
+        origins, dirs = march_o.detach(), march_d.detach()
 
         def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
             t_mid = (t_starts + t_ends)[:, None] / 2.0
-            return field.density(origins[ray_indices] + t_mid * dirs[ray_indices])
+            return field.density(to_field(origins[ray_indices] + t_mid * dirs[ray_indices]))
 
         ray_indices, t_starts, t_ends = march_rays(
             self.estimator,
@@ -128,22 +140,30 @@ class SceneRenderer:
 
         def rgb_sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor):
             t_mid = (t_starts + t_ends)[:, None] / 2.0
-            d = rays_d[ray_indices]
-            return field(rays_o[ray_indices] + t_mid * d, d)
+            x = march_o[ray_indices] + t_mid * march_d[ray_indices]
+            if field.uses_appearance:
+                return field(to_field(x), rays_d[ray_indices], image_index=image_index[ray_indices] if image_index is not None else None)
+            return field(to_field(x), rays_d[ray_indices])
 
-        colors, opacities, depths = render_rays(
-            t_starts, t_ends, ray_indices, n_rays, rgb_sigma_fn, render_bkgd=render_bkgd
+        colors, opacities, depths, weights = render_rays(
+            t_starts, t_ends, ray_indices, n_rays, rgb_sigma_fn, render_bkgd=render_bkgd, with_weights=True
         )
-        return RenderOutput(colors, opacities, depths, int(t_starts.shape[0]))
+        dist = None
+        if with_distortion:  # distances as fractions of the far plane, so one weight suits any scene size
+            dist = distortion(weights, t_starts / self.far_plane, t_ends / self.far_plane, ray_indices, n_rays)
+        return RenderOutput(colors, opacities, depths, int(t_starts.shape[0]), dist)
 
     @torch.no_grad()
     def render_chunked(
         self, field: Field, rays_o: Tensor, rays_d: Tensor, render_bkgd: Optional[Tensor] = None
     ) -> RenderOutput:
-        """Render many rays without gradients, ``config.chunk_rays`` at a time."""
+        """Render many rays without gradients, ``config.chunk_rays`` at a time (``render_bkgd``:
+        ``[3]`` or one colour per ray ``[n_rays, 3]``)."""
+        n, chunk = rays_o.shape[0], self.config.chunk_rays
+        per_ray = render_bkgd is not None and render_bkgd.dim() == 2 and render_bkgd.shape[0] == n
         outs = [
-            self.render(field, rays_o[i : i + self.config.chunk_rays], rays_d[i : i + self.config.chunk_rays], render_bkgd)
-            for i in range(0, rays_o.shape[0], self.config.chunk_rays)
+            self.render(field, rays_o[i : i + chunk], rays_d[i : i + chunk], render_bkgd[i : i + chunk] if per_ray else render_bkgd)
+            for i in range(0, n, chunk)
         ]
         return RenderOutput(
             torch.cat([o.colors for o in outs]),

@@ -116,6 +116,29 @@ def accumulate(weights: Tensor, values: Optional[Tensor], ray_indices: Tensor, n
     return out.index_add(0, ray_indices, src)
 
 
+def distortion(weights: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:
+    """mip-NeRF 360's distortion loss per ray, on packed samples (sorted by ray, then ``t``):
+    ``sum_ij w_i w_j |m_i - m_j| + 1/3 sum_i w_i^2 (t_end_i - t_start_i)`` with midpoints ``m``.
+
+    The double sum is ``2 sum_i w_i (m_i W_i - S_i)`` with ``W_i``, ``S_i`` the sums of ``w_j`` and
+    ``w_j m_j`` over the ray's earlier samples (``m`` grows along a ray): O(samples), not O(samples^2).
+    Small when each ray's weight sits in one short interval; large for weight spread along the ray
+    (floaters, fog). Returns ``[n_rays]``; rays without samples give 0.
+    """
+    if weights.shape[0] == 0:
+        return torch.zeros(n_rays, dtype=weights.dtype, device=weights.device)
+    mids = (t_starts + t_ends) / 2
+    starts = torch.searchsorted(ray_indices, ray_indices)  # first sample of each sample's ray
+    cw = torch.cumsum(weights, 0) - weights  # exclusive, over all rays
+    cwm = torch.cumsum(weights * mids, 0) - weights * mids
+    before_w = cw - cw[starts]
+    before_wm = cwm - cwm[starts]
+    pairs = 2 * weights * (mids * before_w - before_wm)
+    own = weights**2 * (t_ends - t_starts) / 3
+    out = torch.zeros(n_rays, dtype=weights.dtype, device=weights.device)
+    return out.index_add(0, ray_indices, pairs + own)
+
+
 def render_rays(
     t_starts: Tensor,
     t_ends: Tensor,
@@ -123,7 +146,9 @@ def render_rays(
     n_rays: int,
     rgb_sigma_fn: RgbSigmaFn,
     render_bkgd: Optional[Tensor] = None,
-) -> Tuple[Tensor, Tensor, Tensor]:
+    *,
+    with_weights: bool = False,
+) -> Tuple[Tensor, ...]:
     """Render packed samples through a radiance field, like ``nerfacc.rendering``.
 
     Args:
@@ -135,8 +160,8 @@ def render_rays(
         render_bkgd: ``[3]`` background colour composited behind each ray, or None.
 
     Returns:
-        ``colors [n_rays, 3]``, ``opacities [n_rays, 1]`` and ``depths [n_rays, 1]``.
-        Depth is nerfacc 0.5's: the weighted sum of sample midpoints divided by the
+        ``colors [n_rays, 3]``, ``opacities [n_rays, 1]`` and ``depths [n_rays, 1]``
+        (and the samples' ``weights [n_samples]`` if ``with_weights``). Depth is nerfacc 0.5's: the weighted sum of sample midpoints divided by the
         opacity (clamped to float eps), i.e. the expected depth of the visible part.
         A ray without samples gets the background colour, opacity 0 and depth 0.
     """
@@ -157,4 +182,6 @@ def render_rays(
     depths = accumulate(weights, t_mids, ray_indices, n_rays) / opacities.clamp_min(torch.finfo(opacities.dtype).eps)
     if render_bkgd is not None:
         colors = colors + render_bkgd * (1.0 - opacities)
+    if with_weights:
+        return colors, opacities, depths, weights
     return colors, opacities, depths

@@ -140,6 +140,10 @@ class ImageTask:
         return View(rgb=rgb, depth=empty, opacity=empty, gt=self.images[0], mask=mask)
 
     # ------------------------------------------------------------ state
+    def parameters(self) -> List[torch.Tensor]:
+        """The task's own trainable parameters: none (the field is the whole model)."""
+        return []
+
     def state_dict(self) -> Dict[str, Any]:
         return {}
 

@@ -19,10 +19,17 @@ from nfplug.data.formats import open_dataset
 from nfplug.data.normalize import SceneTransform, fit_normalization, focus_point, render_bounds
 from nfplug.data.scene import SceneSplit
 from nfplug.errors import NfplugError, fail
+from nfplug.rendering.background import LearnedBackground
 from nfplug.rendering.scene_renderer import SceneRenderer
+from nfplug.rendering.space import SceneSpace, mean_camera_w2c, ndc_box
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+FORWARD_FACING_RAYS = "world"
+"""Rays for forward-facing captures by default: world rays beat NDC rays on fern in 10 minutes
+(README, ``tools/bench_real.py --groups fern-rays``)."""
+UNBOUNDED_CONTRACTION = "none"
+"""Field space for unbounded captures by default (measured on fern and cup_360: README, tools/bench_real.py)."""
 SCENE_FILE = "scene.json"
 """The render setup of a run (format, pose normalisation, box, near, far), kept in the run folder so
 evaluation, renders and resumes use exactly the frame the run was trained in."""
@@ -107,7 +114,10 @@ class SceneTask:
             self.split(self._eval_split_name())
         first = self._splits.get("train")
         self.train: Optional[SceneSplit] = first
-        self.renderer = SceneRenderer(self.aabb, self.near, self.far, render, levels=self.levels, cone_angle=self.cone_angle).to(device)
+        self.renderer = SceneRenderer(
+            self.aabb, self.near, self.far, render, levels=self.levels, cone_angle=self.cone_angle, space=self.space
+        ).to(device)
+        self.learned_background = LearnedBackground().to(device) if data.background == "learned" else None
         if first is not None:
             self.images = first.images.to(device)
             self.alphas = first.alphas.to(device)
@@ -137,10 +147,15 @@ class SceneTask:
             c2w = train.cameras.c2w.double().numpy()
             if self.layout == "unknown":  # cameras that converge on a point see it all around
                 self.layout = "360" if focus_point(c2w) is not None else "forward-facing"
-        # Forward-facing captures keep one level: their box already spans the depth bounds.
-        unbounded = hints.normalize and self.layout != "forward-facing"
-        self.levels = cfg.grid_levels or (4 if unbounded else 1)
-        self.cone_angle = cfg.cone_angle if cfg.cone_angle is not None else (0.004 if unbounded else 0.0)
+        forward_facing = hints.normalize and self.layout == "forward-facing"
+        rays = cfg.rays if cfg.rays != "auto" else (FORWARD_FACING_RAYS if forward_facing else "world")
+        if rays == "ndc" and train is None:
+            raise NfplugError(f"--render.rays ndc: needs a captured scene with cameras to normalise ({self.format} scenes are already canonical)")
+        # Forward-facing captures keep one level: their box already spans the depth bounds (or NDC's).
+        unbounded = hints.normalize and not forward_facing
+        self.levels = cfg.grid_levels or (4 if unbounded and rays == "world" else 1)
+        self.cone_angle = cfg.cone_angle if cfg.cone_angle is not None else (0.004 if unbounded and rays == "world" else 0.0)
+        contraction = cfg.contraction if cfg.contraction != "auto" else (UNBOUNDED_CONTRACTION if unbounded and rays == "world" else "none")
         if train is None:  # already canonical: the dataset's own box and bounds
             self.aabb, self.near, self.far = render_bounds(hints, self.transform, None)
         else:
@@ -155,14 +170,51 @@ class SceneTask:
                 outer = np.array(self.field_box()).reshape(2, 3)
                 farthest = np.abs(centres[:, None, :] - outer[None]).max(1)  # per axis, to the farther face
                 self.far = float(np.linalg.norm(farthest, axis=-1).max())
-        if cfg.aabb is not None:
-            self.aabb = tuple(float(v) for v in cfg.aabb)
-        self.near = cfg.near if cfg.near is not None else self.near
-        self.far = cfg.far if cfg.far is not None else self.far
+        # World depths the cameras see (spiral paths focus between them), whatever space is marched.
+        self.depth_bounds = (float(cfg.near if cfg.near is not None else self.near), float(cfg.far if cfg.far is not None else self.far))
+        if rays == "ndc":
+            self._to_ndc(cfg)
+        else:
+            if cfg.aabb is not None:
+                self.aabb = tuple(float(v) for v in cfg.aabb)
+            self.near = cfg.near if cfg.near is not None else self.near
+            self.far = cfg.far if cfg.far is not None else self.far
+            self.space = SceneSpace(contraction=contraction, box=tuple(self.aabb) if contraction != "none" else None)
+        if rays == "ndc" and contraction != "none":
+            raise NfplugError(f"--render.contraction {contraction}: NDC rays already reach infinity inside their box; use --render.contraction none or --render.rays world")
         if not self.near < self.far:
             raise NfplugError(f"--render.near / --render.far: near {self.near:g} must be below far {self.far:g}")
         if "train" in self._splits:
             self._splits["train"] = self._with_bounds(self._splits["train"])
+
+    def _to_ndc(self, cfg: RenderConfig) -> None:
+        """NDC rays of the mean training camera: the near plane is the dataset's near (or
+        ``--render.near``); the box holds every training camera's frustum out to infinity, in NDC;
+        the marched range is the whole box."""
+        cameras = self._splits["train"].cameras
+        w2c = mean_camera_w2c(cameras.c2w)
+        K = cameras.K[0]
+        intrinsics = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), cameras.width, cameras.height)
+        near = cfg.near if cfg.near is not None else self.near
+        if not near > 0:
+            raise NfplugError(f"--render.near: NDC rays need a positive near plane, got {near:g}")
+        w, h = cameras.width, cameras.height
+        corners = torch.tensor([[0.0, 0.0], [w, 0.0], [0.0, h], [w, h], [w / 2, h / 2]])
+        index = torch.arange(len(cameras)).repeat_interleave(len(corners))
+        rays = generate_rays(cameras, index, corners.repeat(len(cameras), 1))
+        self.space = SceneSpace(rays="ndc", ndc_w2c=w2c, ndc_intrinsics=intrinsics, ndc_near=float(near))
+        self.aabb = tuple(float(v) for v in cfg.aabb) if cfg.aabb is not None else ndc_box(rays, w2c, intrinsics, near)
+        lo, hi = np.array(self.aabb[:3]), np.array(self.aabb[3:])
+        self.near, self.far = 0.0, float(np.linalg.norm(hi - lo))
+        if cfg.far is not None:
+            raise NfplugError("--render.far: NDC rays reach infinity (z = 1); leave --render.far unset or use --render.rays world")
+
+    @property
+    def n_train_images(self) -> int:
+        """Training images (for per-image appearance): counted from the split, or from ``scene.json``."""
+        if "train" in self._splits:
+            return len(self._splits["train"].paths)
+        return getattr(self, "_n_train_images", 0)
 
     def field_box(self) -> tuple:
         """The box the field covers: the grid's outermost level (the scene box scaled ``2^(levels-1)``)."""
@@ -178,10 +230,13 @@ class SceneTask:
             self.transform = SceneTransform.from_json(values["normalization"], path)
             self.aabb = tuple(float(v) for v in values["aabb"])
             self.near, self.far = float(values["near"]), float(values["far"])
+            self.depth_bounds = tuple(float(v) for v in values.get("depth_bounds", (self.near, self.far)))
             self.levels = int(values.get("grid_levels", 1))
             self.cone_angle = float(values.get("cone_angle", 0.0))
             self.layout = str(values.get("layout", "unknown"))
             self.aabb_scale = float(values["aabb_scale"]) if values.get("aabb_scale") is not None else None
+            self.space = SceneSpace.from_json(values.get("space"))
+            self._n_train_images = int(values.get("train_images", 0))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise fail(f"{path}: not a readable scene setup ({type(e).__name__}: {e})") from None
         if len(self.aabb) != 6 or not all(lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:])) or not 0 <= self.near < self.far:
@@ -199,7 +254,8 @@ class SceneTask:
         return (
             f"{self.format} scene {self.root}: {len(train.paths)} train / {len(held.paths)} {held.split} images of "
             f"{train.cameras.width}x{train.cameras.height}{', lens distortion per ray' if train.cameras.dist is not None else ''}; "
-            f"{frame}; box {box}, {self.levels} grid level(s), cone angle {self.cone_angle:g}, near {self.near:.3g}, far {self.far:.3g}"
+            f"{frame}; {self.space.describe()}; box {box}, {self.levels} grid level(s), cone angle {self.cone_angle:g}, "
+            f"near {self.near:.3g}, far {self.far:.3g}"
         )
 
     def setup(self) -> Dict[str, Any]:
@@ -212,9 +268,12 @@ class SceneTask:
             "aabb": list(self.aabb),
             "grid_levels": self.levels,
             "cone_angle": self.cone_angle,
-            "field_aabb": list(self.field_box()),
+            "space": self.space.to_json(),
+            "field_aabb": list(self.space.field_aabb(self.field_box())),
+            "train_images": self.n_train_images,
             "near": self.near,
             "far": self.far,
+            "depth_bounds": list(self.depth_bounds),
         }
 
     def save_setup(self, run_dir: Path) -> None:
@@ -255,7 +314,7 @@ class SceneTask:
         return self._splits[name]
 
     def field_context(self) -> FieldContext:
-        return FieldContext(task="scene", aabb=self.field_box(), out_channels=3)
+        return FieldContext(task="scene", aabb=self.space.field_aabb(self.field_box()), out_channels=3, n_images=self.n_train_images)
 
     @property
     def scene_name(self) -> str:
@@ -272,22 +331,42 @@ class SceneTask:
             )
         return None
 
-    def background(self, n: int, generator: torch.Generator) -> Tensor:
+    def parameters(self) -> List[Tensor]:
+        """The task's own trainable parameters (the learned background), optimised with the field's."""
+        return list(self.learned_background.parameters()) if self.learned_background is not None else []
+
+    def background(self, n: int, generator: torch.Generator, rays_d: Optional[Tensor] = None) -> Tensor:
+        """Training background of ``n`` rays ``[n, 3]`` (a learned one needs their directions)."""
         kind = self.data.background
+        if kind == "learned":
+            return self.learned_background(rays_d)
         if kind == "random":
             return torch.rand(n, 3, generator=generator).to(self.device)
         value = 1.0 if kind == "white" else 0.0
         return torch.full((n, 3), value, device=self.device)
 
     def train_forward(self, field: Field, batch: RayBatch, generator: torch.Generator) -> tuple[Tensor, Tensor, Dict[str, float]]:
-        """-> prediction ``[B, 3]``, ground truth ``[B, 3]``, statistics."""
+        """-> prediction ``[B, 3]``, ground truth ``[B, 3]``, statistics (``regularizer``: a scalar
+        tensor the trainer adds to the loss, with ``--render.distortion-weight``)."""
         rays_o, rays_d = generate_rays(self.cameras, batch.image_index, batch.pixel_xy)
-        bkgd = self.background(rays_o.shape[0], generator)
-        out = self.renderer.render(field, rays_o, rays_d, bkgd, stratified=True, generator=generator)
+        bkgd = self.background(rays_o.shape[0], generator, rays_d.detach())
+        weight = self.render_config.distortion_weight
+        out = self.renderer.render(
+            field, rays_o, rays_d, bkgd, stratified=True, generator=generator, image_index=batch.image_index, with_distortion=weight > 0
+        )
         gt = lookup_pixels(self.images, batch.image_index, batch.pixel_xy, self.data.gt_lookup)
         if self.data.background != "white":
-            gt = self._recomposite(gt, batch, bkgd)
-        return out.colors, gt, {"samples_per_ray": out.n_samples / max(1, rays_o.shape[0])}
+            gt = self._recomposite(gt, batch, bkgd.detach())
+        stats: Dict[str, Any] = {"samples_per_ray": out.n_samples / max(1, rays_o.shape[0])}
+        if weight > 0:
+            stats["regularizer"] = weight * out.distortion.mean()
+        return out.colors, gt, stats
+
+    def eval_background(self, rays_d: Tensor) -> Tensor:
+        """Background for evaluation and renders: the learned one if there is one, else white."""
+        if self.learned_background is not None:
+            return self.learned_background(rays_d)
+        return torch.ones(rays_d.shape[0], 3, device=rays_d.device)
 
     def _recomposite(self, gt_white: Tensor, batch: RayBatch, bkgd: Tensor) -> Tensor:
         """Ground truth on ``bkgd`` from the white-composited images and their alpha."""
@@ -302,8 +381,7 @@ class SceneTask:
             for i in range(0, image_index.shape[0], chunk):
                 idx, xy = image_index[i : i + chunk], pixel_xy[i : i + chunk]
                 rays_o, rays_d = generate_rays(self.cameras, idx, xy)
-                bkgd = torch.ones(idx.shape[0], 3, device=self.device)
-                out = self.renderer.render(field, rays_o, rays_d, bkgd)
+                out = self.renderer.render(field, rays_o, rays_d, self.eval_background(rays_d), image_index=idx)
                 errors.append((out.colors - lookup_pixels(self.images, idx, xy, self.data.gt_lookup)).abs().sum(-1))
         return torch.cat(errors) if errors else torch.zeros(0, device=self.device)
 
@@ -317,8 +395,7 @@ class SceneTask:
         pixel_xy = torch.stack([cols, rows], dim=-1).reshape(-1, 2).float() + 0.5
         image_index = torch.full((h * w,), index, dtype=torch.long, device=self.device)
         rays_o, rays_d = generate_rays(cams, image_index, pixel_xy)
-        bkgd = torch.ones(3, device=self.device)
-        out = self.renderer.render_chunked(field, rays_o, rays_d, bkgd)
+        out = self.renderer.render_chunked(field, rays_o, rays_d, self.eval_background(rays_d))
         return View(
             rgb=out.colors.reshape(h, w, 3).clamp(0, 1),
             depth=out.depths.reshape(h, w),
@@ -337,10 +414,17 @@ class SceneTask:
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
-        return {"estimator": self.renderer.estimator.state_dict(), "grid_recoveries": self.renderer.grid_recoveries}
+        state = {"estimator": self.renderer.estimator.state_dict(), "grid_recoveries": self.renderer.grid_recoveries}
+        if self.learned_background is not None:
+            state["background"] = self.learned_background.state_dict()
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.renderer.estimator.load_state_dict(state["estimator"])
+        if self.learned_background is not None:
+            if "background" not in state:
+                raise NfplugError("the checkpoint has no learned background (--data.background learned was not trained)")
+            self.learned_background.load_state_dict(state["background"])
         self.renderer.grid_recoveries = int(state.get("grid_recoveries", 0))
 
 

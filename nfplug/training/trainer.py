@@ -118,7 +118,7 @@ def _train_in(
     schedule_steps = config.max_steps  # the learning-rate schedule's length, kept across --resume
     stages = field.training_stages(config.max_steps)
     stage_index = _stage_index(stages, 0)
-    optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr)
+    optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr, task)
     sampler = classes["sampler"](
         config.sampler,
         SamplerContext(
@@ -145,7 +145,7 @@ def _train_in(
                 stages = [TrainingStage(int(s["start"]), tuple(s["parts"]), tuple(s["frozen"])) for s in ckpt["stages"]]
             schedule_steps = int(ckpt.get("schedule_steps", schedule_steps))
             stage_index = _stage_index(stages, step)
-            optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr)
+            optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr, task)
             if int(ckpt.get("stage", 0)) == stage_index:  # else the checkpoint ends the previous stage
                 optimizer.load_state_dict(ckpt["optimizer"])
             task.load_state_dict(ckpt["task"])
@@ -199,7 +199,7 @@ def _train_in(
             t0 = time.perf_counter()
             if _stage_index(stages, step) != stage_index:
                 stage_index = _stage_index(stages, step)
-                optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr)
+                optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr, task)
                 tqdm.write(f"step {step}: training stage {stage_index + 1} of {len(stages)} ({_describe(stages[stage_index])})")
             stage = stages[stage_index]
             stage_end = stages[stage_index + 1].start if stage_index + 1 < len(stages) else schedule_steps
@@ -228,6 +228,8 @@ def _train_in(
             error = (pred - gt).detach().abs().sum(dim=-1)
             batch.weight = sampler.loss_weight(step, batch, per_ray.detach(), error).detach()
             loss = (batch.weight * per_ray).mean() + sum((batch.weight * other).mean() for other in narrower)
+            if "regularizer" in stats:  # e.g. the distortion loss: not per ray, so no sampler weighs it
+                loss = loss + stats.pop("regularizer")
 
             optimizer.zero_grad(set_to_none=True)
             if loss.requires_grad:
@@ -329,9 +331,9 @@ def _stage_index(stages: List[TrainingStage], step: int) -> int:
     return max(i for i, stage in enumerate(stages) if stage.start <= step or i == 0)
 
 
-def _stage_optimizer(config: Any, field: Field, stage: TrainingStage, lr: float) -> torch.optim.Optimizer:
-    """A fresh Adam over the parameters ``stage`` trains; frozen parts stop taking gradients,
-    so nothing (moments, weight decay) can move them."""
+def _stage_optimizer(config: Any, field: Field, stage: TrainingStage, lr: float, task: Any) -> torch.optim.Optimizer:
+    """A fresh Adam over the parameters ``stage`` trains, and the task's own (a learned
+    background); frozen parts stop taking gradients, so nothing (moments, weight decay) can move them."""
     parts = field.parameter_parts()
     params = []
     for name, param in field.named_parameters():
@@ -340,6 +342,7 @@ def _stage_optimizer(config: Any, field: Field, stage: TrainingStage, lr: float)
         elif stage.frozen or param.requires_grad:
             param.requires_grad_(True)
             params.append(param)
+    params += list(task.parameters())
     return torch.optim.Adam(params, lr=lr, eps=config.optim.eps, weight_decay=config.optim.weight_decay)
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nfplug.api import Field, FieldContext, require_range
+from nfplug.encoding.appearance import AppearanceEmbedding
 from nfplug.encoding.frequency import PositionalEncoding
 
 MAX_FREQUENCIES = 32  # 2^31 pi: finer than float32 coordinates resolve
@@ -42,8 +43,12 @@ class MLPField(Field):
         """Positional-encoding frequencies for view directions (NeRF: 4)."""
         image_n_frequencies: int = 8
         """Frequencies for image coordinates: 2^7 pi resolves ~250-pixel-wide images."""
+        appearance_dim: int = 0
+        """Scene task: size of a per-image appearance embedding fed to the view layer (exposure and
+        white balance that differ between photos); 0: none. Held-out views use the mean embedding."""
 
         def validate(self) -> None:
+            require_range(self.appearance_dim, "--field.appearance-dim", 0, 1024)
             require_range(self.width, "--field.width", 2)  # the view layer is width / 2 wide
             require_range(self.depth, "--field.depth", 1)
             require_range(self.skip, "--field.skip", -1)
@@ -71,7 +76,8 @@ class MLPField(Field):
             self.dir_enc = PositionalEncoding(3, c.n_frequencies_dir)
             self.sigma_head = nn.Linear(c.width, 1)
             self.feature = nn.Linear(c.width, c.width)
-            self.view = nn.Linear(c.width + self.dir_enc.out_dim, c.width // 2)
+            self.appearance = AppearanceEmbedding(context.n_images, c.appearance_dim) if c.appearance_dim else None
+            self.view = nn.Linear(c.width + self.dir_enc.out_dim + c.appearance_dim, c.width // 2)
             self.rgb_head = nn.Linear(c.width // 2, 3)
         else:
             self.rgb_head = nn.Linear(c.width, context.out_channels)
@@ -101,13 +107,23 @@ class MLPField(Field):
         """``x [N, 3]`` world positions -> ``sigma [N]`` (0 outside the aabb)."""
         return self._sigma(*self._trunk(x))
 
-    def forward(self, x: Tensor, d: Union[Tensor, None] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-        """Scene: ``(x [N, 3], d [N, 3]) -> (rgb [N, 3], sigma [N])``; image: ``coords [N, 2] -> rgb [N, C]``."""
+    @property
+    def uses_appearance(self) -> bool:
+        return getattr(self, "appearance", None) is not None
+
+    def forward(
+        self, x: Tensor, d: Union[Tensor, None] = None, image_index: Union[Tensor, None] = None
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Scene: ``(x [N, 3], d [N, 3]) -> (rgb [N, 3], sigma [N])``; image: ``coords [N, 2] -> rgb [N, C]``.
+        ``image_index [N]``: each sample's training image, for the appearance embedding (None: the mean)."""
         h, inside = self._trunk(x)
         if self.context.task == "image":
             return torch.sigmoid(self.rgb_head(h))
         if d is None:
             raise ValueError("the scene task needs view directions d [N, 3]")
         sigma = self._sigma(h, inside)
-        v = F.relu(self.view(torch.cat([self.feature(h), self.dir_enc(d)], -1)))
+        inputs = [self.feature(h), self.dir_enc(d)]
+        if self.uses_appearance:
+            inputs.append(self.appearance(image_index, x.shape[0]))
+        v = F.relu(self.view(torch.cat(inputs, -1)))
         return torch.sigmoid(self.rgb_head(v)), sigma

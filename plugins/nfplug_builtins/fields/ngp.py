@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nfplug.api import Field, FieldContext, check_memory, require_choice, require_range
+from nfplug.encoding.appearance import AppearanceEmbedding
 from nfplug.encoding.frequency import spherical_harmonics
 from nfplug.encoding.hashgrid import HashGrid, grid_layout
 from nfplug.errors import NfplugError
@@ -103,8 +104,12 @@ class NGPField(Field):
         density_activation: Literal["trunc_exp", "softplus"] = "trunc_exp"
         """Raw density -> sigma: ``trunc_exp(raw - 1)`` as in nerfacc's instant-ngp
         example, or ``softplus(raw - 1)``."""
+        appearance_dim: int = 0
+        """Scene task: size of a per-image appearance embedding fed to the colour MLP (exposure and
+        white balance that differ between photos); 0: none. Held-out views use the mean embedding."""
 
         def validate(self) -> None:
+            require_range(self.appearance_dim, "--field.appearance-dim", 0, 1024)
             require_range(self.max_resolution, "--field.max-resolution", 1, MAX_RESOLUTION)
             require_range(self.image_max_resolution, "--field.image-max-resolution", 1, MAX_RESOLUTION)
             validate_hash_grid(self, (("scene", 3, self.max_resolution), ("image", 2, self.image_max_resolution)))
@@ -129,7 +134,8 @@ class NGPField(Field):
         )
         if context.task == "scene":
             self.density_mlp = _mlp(self.grid.out_dim, c.hidden_dim, 1, 1 + c.geo_feat_dim)
-            self.color_mlp = _mlp(c.geo_feat_dim + 16, c.hidden_dim, 2, 3)
+            self.appearance = AppearanceEmbedding(context.n_images, c.appearance_dim) if c.appearance_dim else None
+            self.color_mlp = _mlp(c.geo_feat_dim + 16 + c.appearance_dim, c.hidden_dim, 2, 3)
         else:
             self.image_mlp = _mlp(self.grid.out_dim, c.hidden_dim, 2, context.out_channels)
 
@@ -152,13 +158,23 @@ class NGPField(Field):
         """``x [N, 3]`` world positions -> ``sigma [N]`` (0 outside the aabb)."""
         return self._density_and_features(x)[0]
 
-    def forward(self, x: Tensor, d: Union[Tensor, None] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-        """Scene: ``(x [N, 3], d [N, 3]) -> (rgb [N, 3], sigma [N])``; image: ``coords [N, 2] -> rgb [N, C]``."""
+    @property
+    def uses_appearance(self) -> bool:
+        return getattr(self, "appearance", None) is not None
+
+    def forward(
+        self, x: Tensor, d: Union[Tensor, None] = None, image_index: Union[Tensor, None] = None
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Scene: ``(x [N, 3], d [N, 3]) -> (rgb [N, 3], sigma [N])``; image: ``coords [N, 2] -> rgb [N, C]``.
+        ``image_index [N]``: each sample's training image, for the appearance embedding (None: the mean)."""
         if self.context.task == "image":
             u, _ = self._normalize(x)
             return torch.sigmoid(self.image_mlp(self.grid(u)))
         if d is None:
             raise ValueError("the scene task needs view directions d [N, 3]")
         sigma, geo = self._density_and_features(x)
-        rgb = torch.sigmoid(self.color_mlp(torch.cat([geo, spherical_harmonics(d, 4)], -1)))
+        inputs = [geo, spherical_harmonics(d, 4)]
+        if self.uses_appearance:
+            inputs.append(self.appearance(image_index, x.shape[0]))
+        rgb = torch.sigmoid(self.color_mlp(torch.cat(inputs, -1)))
         return rgb, sigma
