@@ -130,8 +130,9 @@ class Field(nn.Module):
 
     @property
     def uses_appearance(self) -> bool:
-        """Scene task: whether ``forward`` takes ``image_index`` (per-image appearance)."""
-        return False
+        """Scene task: whether ``forward`` takes ``image_index`` (per-image appearance): by default,
+        whether the field has an ``appearance`` module (:class:`~nfplug.encoding.appearance.AppearanceEmbedding`)."""
+        return getattr(self, "appearance", None) is not None
 
     def density(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement density()")

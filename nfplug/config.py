@@ -199,6 +199,8 @@ class RenderConfig:
     interval, against floaters and fog; distances as fractions of the far plane). 0: off."""
     samples_per_cell: float = 2.0
     """Ray-marching step = cell diagonal / samples_per_cell (render_step_size)."""
+    render_step: Optional[float] = None
+    """Ray-marching step in the marched space's units, instead of the one --render.samples-per-cell gives."""
     alpha_thre: float = 0.0
     """Skip samples whose opacity is below this (nerfacc alpha_thre)."""
     early_stop_eps: float = 1e-4
@@ -232,6 +234,8 @@ class RenderConfig:
         check_memory(res**3 * (5 * levels + 32), "--render.grid-resolution", f"the occupancy grid ({levels} level(s) of {res}^3 cells)")
         require_range(self.samples_per_cell, "--render.samples-per-cell", 0, low_open=True)
         require_range(self.distortion_weight, "--render.distortion-weight", 0)
+        if self.render_step is not None:
+            require_range(self.render_step, "--render.render-step", 0, low_open=True)
         require_range(self.alpha_thre, "--render.alpha-thre", 0, 1)
         require_range(self.early_stop_eps, "--render.early-stop-eps", 0, 1)
         require_range(self.occ_thre, "--render.occ-thre", 0)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from nfplug.cli import main
+from nfplug.config import DataConfig, RenderConfig
+from nfplug.training.scene_task import SceneTask
 
 FERN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nerf_llff_data" / "fern"
 
@@ -34,12 +38,6 @@ def test_fern_trains_above_a_floor_a_mis_posed_scene_cannot_reach(tmp_path: Path
 def _mean_colour_psnr(run: Path) -> float:
     """PSNR of painting each held-out photo its own mean colour: what a field that learned nothing
     about the scene's structure, only its colours, would score."""
-    import numpy as np
-
-    from nfplug.training.scene_task import SceneTask
-    from nfplug.config import DataConfig, RenderConfig
-    import torch
-
     task = SceneTask(DataConfig(path=str(FERN), downscale=8), RenderConfig(), torch.device("cpu"), load_train=False, run_dir=run)
     values = []
     for image in task.split("test").images.numpy():

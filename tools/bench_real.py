@@ -20,6 +20,7 @@ Groups (variants compared side by side):
 - ``cup-space``: cup_360, 4 levels, with and without contraction.
 - ``cup-background``: cup_360 with a white and a learned background.
 - ``cup-distortion``: cup_360 with and without the distortion loss (``--render.distortion-weight``).
+- ``cup-cone``: cup_360 with marching steps growing as 0.004 t (nerfacc's) and 0.016 t.
 - ``fox-appearance``: fox (phone photos) with and without per-image appearance embeddings.
 
 Prints a table, writes ``results.json``, ``real_<group>.png`` (PSNR over time) and, with
@@ -63,6 +64,7 @@ GROUPS: Dict[str, List[Tuple[str, str, Tuple[str, ...]]]] = {  # group -> [(scen
     ],
     "cup-background": [("cup", "white", ()), ("cup", "learned background", ("--data.background", "learned"))],
     "cup-distortion": [("cup", "no regulariser", ()), ("cup", "distortion 0.01", ("--render.distortion-weight", "0.01"))],
+    "cup-cone": [("cup", "cone angle 0.004", ()), ("cup", "cone angle 0.016", ("--render.cone-angle", "0.016"))],
     "fox-appearance": [("fox", "no embedding", ()), ("fox", "appearance 16", ("--field.appearance-dim", "16"))],
 }
 

@@ -57,7 +57,7 @@ class SceneRenderer:
         self.estimator = nerfacc.OccGridEstimator(roi_aabb=list(aabb), resolution=config.grid_resolution, levels=levels)
         extent = max(aabb[3 + i] - aabb[i] for i in range(3))
         cell_diagonal = math.sqrt(3.0) * extent / config.grid_resolution
-        self.render_step_size = cell_diagonal / config.samples_per_cell
+        self.render_step_size = config.render_step or cell_diagonal / config.samples_per_cell
         self.grid_recoveries = 0
 
     def to(self, device: torch.device) -> "SceneRenderer":

@@ -25,17 +25,22 @@ def evaluate_views(
 ) -> Dict[str, Any]:
     """PSNR (and SSIM) of every view of ``split`` (or of ``indices``), over its mask's pixels if it has one.
 
-    Returns ``{"split", "views": [{"index", "psnr", "ssim"}], "mean": {"psnr", "ssim"}}``;
-    the first view's render, ground truth and depth go to TensorBoard if ``writer``.
+    Returns ``{"split", "views": [{"index", "image", "psnr", "ssim"}], "mean": {"psnr", "ssim"}}``
+    (``image``: the photo's file, for scenes: which photos were held out); the first view's
+    render, ground truth and depth go to TensorBoard if ``writer``.
     """
     indices = list(range(task.n_views(split))) if indices is None else list(indices)
+    paths = getattr(task.split(split), "paths", None) if task.name == "scene" else None
     views = []
     for k, index in enumerate(indices):
         view = task.render_view(field, split, index)
+        row: Dict[str, Any] = {"index": index}
+        if paths:
+            row["image"] = Path(paths[index]).name
         if view.mask is not None:
-            row = {"index": index, "psnr": psnr(view.rgb[view.mask], view.gt[view.mask])}
+            row["psnr"] = psnr(view.rgb[view.mask], view.gt[view.mask])
         else:
-            row = {"index": index, "psnr": psnr(view.rgb, view.gt)}
+            row["psnr"] = psnr(view.rgb, view.gt)
         if with_ssim:
             row["ssim"] = ssim(view.rgb, view.gt, view.mask)
         views.append(row)

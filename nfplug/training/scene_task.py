@@ -35,6 +35,14 @@ SCENE_FILE = "scene.json"
 evaluation, renders and resumes use exactly the frame the run was trained in."""
 
 
+def unbounded_levels(aabb_scale: Optional[float]) -> int:
+    """Grid levels of an unbounded capture: 4 (nerfacc's unbounded examples), or as many as reach
+    instant-ngp's ``aabb_scale`` (the scene spans that multiple of the cameras' box): 1 + log2 of it."""
+    if aabb_scale is None:
+        return 4
+    return int(np.clip(round(np.log2(max(aabb_scale, 1.0))) + 1, 1, 8))
+
+
 def resolve_scene_root(path: str) -> Path:
     """'demo' is the built-in procedural scene (generated on first use)."""
     return ensure_demo_scene() if path == "demo" else Path(path)
@@ -153,7 +161,7 @@ class SceneTask:
             raise NfplugError(f"--render.rays ndc: needs a captured scene with cameras to normalise ({self.format} scenes are already canonical)")
         # Forward-facing captures keep one level: their box already spans the depth bounds (or NDC's).
         unbounded = hints.normalize and not forward_facing
-        self.levels = cfg.grid_levels or (4 if unbounded and rays == "world" else 1)
+        self.levels = cfg.grid_levels or (unbounded_levels(hints.aabb_scale) if unbounded and rays == "world" else 1)
         self.cone_angle = cfg.cone_angle if cfg.cone_angle is not None else (0.004 if unbounded and rays == "world" else 0.0)
         contraction = cfg.contraction if cfg.contraction != "auto" else (UNBOUNDED_CONTRACTION if unbounded and rays == "world" else "none")
         if train is None:  # already canonical: the dataset's own box and bounds

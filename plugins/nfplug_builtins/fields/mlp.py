@@ -107,10 +107,6 @@ class MLPField(Field):
         """``x [N, 3]`` world positions -> ``sigma [N]`` (0 outside the aabb)."""
         return self._sigma(*self._trunk(x))
 
-    @property
-    def uses_appearance(self) -> bool:
-        return getattr(self, "appearance", None) is not None
-
     def forward(
         self, x: Tensor, d: Union[Tensor, None] = None, image_index: Union[Tensor, None] = None
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:

@@ -158,10 +158,6 @@ class NGPField(Field):
         """``x [N, 3]`` world positions -> ``sigma [N]`` (0 outside the aabb)."""
         return self._density_and_features(x)[0]
 
-    @property
-    def uses_appearance(self) -> bool:
-        return getattr(self, "appearance", None) is not None
-
     def forward(
         self, x: Tensor, d: Union[Tensor, None] = None, image_index: Union[Tensor, None] = None
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
