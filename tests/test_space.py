@@ -104,7 +104,6 @@ def test_space_round_trips_through_json():
 class _Spy(torch.nn.Module):
     """A field that records where it was queried; a constant density inside ``|x| < 2``."""
 
-    uses_appearance = False
 
     def __init__(self) -> None:
         super().__init__()

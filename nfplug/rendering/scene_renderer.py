@@ -141,7 +141,7 @@ class SceneRenderer:
         def rgb_sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor):
             t_mid = (t_starts + t_ends)[:, None] / 2.0
             x = march_o[ray_indices] + t_mid * march_d[ray_indices]
-            if field.uses_appearance:
+            if getattr(field, "uses_appearance", False):
                 return field(to_field(x), rays_d[ray_indices], image_index=image_index[ray_indices] if image_index is not None else None)
             return field(to_field(x), rays_d[ray_indices])
 
