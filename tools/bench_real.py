@@ -29,6 +29,7 @@ Prints a table, writes ``results.json``, ``real_<group>.png`` (PSNR over time) a
 Usage (from the repo root)::
 
     python tools/bench_real.py --groups default --videos --out bench_out/real
+    python tools/bench_real.py --groups default --videos --reuse --out bench_out/real   # after an interruption
     python tools/bench_real.py --groups fern-rays cup-space --max-time 600 --out bench_out/real
 """
 
@@ -81,6 +82,12 @@ class BenchConfig:
     """Torch threads per run (0: 2 // parallel)."""
     videos: bool = False
     """Render an orbit (360 captures) or spiral (forward-facing) video of each run."""
+    video_frames: int = 30
+    """Frames of each video."""
+    video_scale: float = 0.5
+    """Video resolution as a multiple of the training photos' (renders are slow on 2 cores)."""
+    reuse: bool = False
+    """Keep a run whose folder already has metrics.json (an interrupted benchmark resumes)."""
     extra: str = ""
     """Extra options for every run."""
     out: str = "bench_out/real"
@@ -105,12 +112,17 @@ def run_group(cfg: BenchConfig, group: str, out: Path) -> List[dict]:
                 "--checkpoint-every", "100000", "--threads", str(threads), "--no-progress", "--output", str(run_dir),
             ]
             run_dir.parent.mkdir(parents=True, exist_ok=True)
+            if cfg.reuse and (run_dir / "metrics.json").is_file():
+                print(f"  {scene} {variant}: reusing {run_dir}", flush=True)
+                procs.append((scene, variant, run_dir, cmd, None, None))
+                continue
             log = open(run_dir.parent / f"{run_dir.name}.log", "w")
             print("$", " ".join(cmd), flush=True)
             procs.append((scene, variant, run_dir, cmd, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
         for scene, variant, run_dir, cmd, proc, log in procs:
-            code = proc.wait()
-            log.close()
+            code = proc.wait() if proc is not None else 0
+            if log is not None:
+                log.close()
             if code != 0:
                 print(f"  {scene} {variant}: failed (exit {code}), see {run_dir}.log", flush=True)
                 continue
@@ -124,12 +136,15 @@ def run_group(cfg: BenchConfig, group: str, out: Path) -> List[dict]:
                 "curve": [(row["time"], row["psnr"]) for row in history["eval"]] + [(metrics["train_seconds"], metrics["mean"]["psnr"])],
             })
             if cfg.videos:
-                render_video(run_dir)
+                render_video(run_dir, cfg)
     return results
 
 
-def render_video(run_dir: Path) -> None:
-    cmd = ["nfplug", "render", str(run_dir), "--frames", "60", "--fps", "20"]  # orbit, or spiral if forward-facing
+def render_video(run_dir: Path, cfg: BenchConfig) -> None:
+    if cfg.reuse and list((run_dir / "renders").glob("*/video.mp4")):
+        return
+    # orbit, or spiral if forward-facing
+    cmd = ["nfplug", "render", str(run_dir), "--frames", str(cfg.video_frames), "--fps", "10", "--scale", str(cfg.video_scale)]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=False)
 
