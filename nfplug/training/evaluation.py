@@ -30,7 +30,7 @@ def evaluate_views(
     render, ground truth and depth go to TensorBoard if ``writer``.
     """
     indices = list(range(task.n_views(split))) if indices is None else list(indices)
-    paths = getattr(task.split(split), "paths", None) if task.name == "scene" else None
+    paths = getattr(task.split(split), "paths", None) if getattr(task, "name", None) == "scene" else None
     views = []
     for k, index in enumerate(indices):
         view = task.render_view(field, split, index)
