@@ -30,10 +30,6 @@ class AppearanceEmbedding(nn.Module):
         self.embedding = nn.Embedding(n_images, dim)
         nn.init.zeros_(self.embedding.weight)
 
-    @property
-    def dim(self) -> int:
-        return self.embedding.embedding_dim
-
     def forward(self, image_index: Optional[Tensor], n: int) -> Tensor:
         """``[n, dim]``: the embeddings of ``image_index [n]``, or their mean if it is ``None``."""
         if image_index is None:
