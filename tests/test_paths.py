@@ -28,6 +28,7 @@ from nfplug.rendering.paths import (
     interpolate_path,
     keyframes,
     mean_pose,
+    orbit_arc,
     orbit_path,
     slerp,
     spiral_focus,
@@ -76,10 +77,10 @@ def rotation_z(degrees: float) -> torch.Tensor:
 # ---------------------------------------------------------------------- hand-checked
 
 
-def test_orbit_of_four_frames_around_cameras_on_a_quarter_arc() -> None:
-    """Two cameras 2 from the origin, 30 degrees up, 90 degrees apart: the orbit is the full circle."""
+def test_orbit_of_four_frames_around_a_ring_of_cameras() -> None:
+    """Four cameras 2 from the origin, 30 degrees up, 90 degrees apart (all around): the full circle."""
     r, up = 2 * math.cos(math.radians(30)), 2 * math.sin(math.radians(30))  # sqrt(3), 1
-    eye = torch.tensor([[r, 0.0, up], [0.0, r, up]], dtype=torch.float64)
+    eye = torch.tensor([[r, 0.0, up], [0.0, -r, up], [-r, 0.0, up], [0.0, r, up]], dtype=torch.float64)
     path = orbit_path(cameras_at(look_at(eye, torch.zeros(3, dtype=torch.float64), Z)), 4)
     expected = torch.tensor([[r, 0, up], [0, r, up], [-r, 0, up], [0, -r, up]], dtype=torch.float64)
     torch.testing.assert_close(path.c2w[:, :, 3], expected)
@@ -87,6 +88,31 @@ def test_orbit_of_four_frames_around_cameras_on_a_quarter_arc() -> None:
     assert (path.c2w[:, 2, 1] < 0).all()  # image "down" points away from +z
     assert_rotations(path.c2w)
     assert path.dist is None and torch.equal(path.K[3], K)
+
+
+def test_orbit_of_a_partial_capture_sweeps_the_arc_it_covers() -> None:
+    """Cameras at azimuths 100, 190 and 160 degrees (a 90-degree arc; the largest gap is 270):
+    four frames at 100 + 45 (1 - cos(i 90 degrees)) = 100, 145, 190, 145, never behind the scene."""
+    r, up = 2 * math.cos(math.radians(30)), 2 * math.sin(math.radians(30))
+    azimuth = torch.tensor([100.0, 190.0, 160.0], dtype=torch.float64).deg2rad()
+    eye = torch.stack([r * azimuth.cos(), r * azimuth.sin(), torch.full_like(azimuth, up)], dim=-1)
+    path = orbit_path(cameras_at(look_at(eye, torch.zeros(3, dtype=torch.float64), Z)), 4)
+    expected = torch.tensor([100.0, 145.0, 190.0, 145.0], dtype=torch.float64).deg2rad()
+    centres = path.c2w[:, :, 3].double()
+    torch.testing.assert_close(torch.remainder(torch.atan2(centres[:, 1], centres[:, 0]), 2 * math.pi), expected)
+    torch.testing.assert_close(centres[:, 2], torch.full((4,), up, dtype=torch.float64))
+    torch.testing.assert_close(path.c2w[:, :, 2].double(), -centres / 2)
+    assert_rotations(path.c2w)
+
+
+def test_orbit_arc_across_the_branch_cut_and_the_full_turn_threshold() -> None:
+    """The covered arc may straddle +-180 degrees; neighbours up to 90 degrees apart count as all around."""
+    start, arc = orbit_arc(torch.tensor([170.0, -170.0, 150.0], dtype=torch.float64).deg2rad())
+    assert math.degrees(float(start)) == pytest.approx(150.0) and math.degrees(float(arc)) == pytest.approx(40.0)
+    start, arc = orbit_arc(torch.tensor([10.0, 100.0, 190.0, 280.0], dtype=torch.float64).deg2rad())
+    assert arc is None and math.degrees(float(start)) == pytest.approx(10.0)
+    start, arc = orbit_arc(torch.tensor([10.0, 100.0, 190.0, 279.0], dtype=torch.float64).deg2rad())
+    assert math.degrees(float(arc)) == pytest.approx(269.0)
 
 
 def test_spiral_of_eight_frames_hand_checked() -> None:

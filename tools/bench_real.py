@@ -31,6 +31,8 @@ Usage (from the repo root)::
     python tools/bench_real.py --groups default --videos --out bench_out/real
     python tools/bench_real.py --groups default --videos --reuse --out bench_out/real   # after an interruption
     python tools/bench_real.py --groups fern-rays cup-space --max-time 600 --out bench_out/real
+    # each run alone on both cores; a comparison's baseline is the default run, trained once
+    python tools/bench_real.py --groups default cup-background cup-distortion fox-appearance --parallel 1 --videos --out bench_out/real
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class BenchConfig:
     threads: int = 0
     """Torch threads per run (0: 2 // parallel)."""
     videos: bool = False
-    """Render an orbit (360 captures) or spiral (forward-facing) video of each run."""
+    """Render an orbit (360 captures) or spiral (forward-facing) video of each default run."""
     video_frames: int = 30
     """Frames of each video."""
     video_scale: float = 0.5
@@ -93,7 +95,10 @@ class BenchConfig:
     out: str = "bench_out/real"
 
 
-def run_group(cfg: BenchConfig, group: str, out: Path) -> List[dict]:
+def run_group(cfg: BenchConfig, group: str, out: Path, done: Dict[tuple, dict]) -> List[dict]:
+    """Train a group's runs; a run identical to one already trained in this benchmark (same scene,
+    options, threads and runs at once; e.g. a comparison's baseline and the default run) is shared,
+    not trained twice. ``done`` maps those keys to results."""
     runs = GROUPS[group]
     parallel = cfg.parallel or (1 if group == "default" else 2)
     threads = cfg.threads or max(1, 2 // parallel)
@@ -102,6 +107,12 @@ def run_group(cfg: BenchConfig, group: str, out: Path) -> List[dict]:
     while pending:
         batch, pending = pending[:parallel], pending[parallel:]
         procs = []
+        for scene, variant, options in list(batch):
+            key = (scene, options, threads, len(batch))
+            if key in done:
+                print(f"  {scene} {variant}: the same run as {done[key]['group']} / {done[key]['variant']}", flush=True)
+                results.append({**done[key], "group": group, "variant": variant})
+                batch.remove((scene, variant, options))
         for scene, variant, options in batch:
             rel, scene_options = SCENES[scene]
             run_dir = out / group / f"{scene}-{variant.replace(' ', '_').replace('+', 'plus')}"
@@ -135,7 +146,8 @@ def run_group(cfg: BenchConfig, group: str, out: Path) -> List[dict]:
                 "seconds": metrics["train_seconds"],
                 "curve": [(row["time"], row["psnr"]) for row in history["eval"]] + [(metrics["train_seconds"], metrics["mean"]["psnr"])],
             })
-            if cfg.videos:
+            done[(scene, options, threads, len(batch))] = results[-1]
+            if cfg.videos and group == "default":
                 render_video(run_dir, cfg)
     return results
 
@@ -184,8 +196,9 @@ def main(cfg: BenchConfig) -> None:
     results_path = out / "results.json"
     previous = json.loads(results_path.read_text()) if results_path.is_file() else []
     started = time.time()
+    done: Dict[tuple, dict] = {}
     for group in cfg.groups:
-        results = run_group(cfg, group, out)
+        results = run_group(cfg, group, out, done)
         previous = [r for r in previous if r["group"] != group] + results
         results_path.write_text(json.dumps(previous, indent=1))
         plot(previous, group, out)

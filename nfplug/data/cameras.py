@@ -171,7 +171,7 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
 
 
 def orbit_path(cameras: Cameras, n_frames: int) -> Cameras:
-    """A closed circle of cameras around the origin: :func:`nfplug.rendering.paths.orbit_path`,
+    """An orbit around the origin (or over the arc the cameras cover): :func:`nfplug.rendering.paths.orbit_path`,
     where the camera paths live (kept here for existing imports)."""
     from nfplug.rendering.paths import orbit_path as orbit
 

@@ -5,7 +5,8 @@ z forward; no lens distortion) in the scene's canonical frame (:mod:`nfplug.data
 world ``+z`` is up and, for object and 360-degree captures, the origin is the point the cameras
 look at; for forward-facing captures it is the mean camera centre.
 
-- ``orbit``: a closed circle around the origin at the cameras' mean distance and elevation.
+- ``orbit``: a closed circle around the origin at the cameras' mean distance and elevation, or,
+  for a capture that covers part of the circle, a sweep there and back over the arc it covers.
 - ``spiral``: LLFF's ``render_path_spiral`` (Mildenhall et al. 2019, ``load_llff.py``): a spiral
   about the mean camera, in its image plane, every frame looking at one point ahead of it.
 - ``interpolate``: a centripetal Catmull-Rom spline through the training camera centres in capture
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -84,14 +85,16 @@ def capture_order(paths: Sequence[str]) -> List[int]:
 
 
 def orbit_path(cameras: Cameras, n_frames: int) -> Cameras:
-    """A closed circular camera path around the origin, for videos.
+    """A closed camera path around the origin at the cameras' mean distance and elevation, for videos.
 
-    The circle lies at the mean distance from the origin and the mean elevation (angle above the
-    ``xy`` plane; world ``z`` is up) of the input cameras, starts at the azimuth of the first
-    camera and turns counter-clockwise seen from above; every camera looks at the origin. Only
-    distances and elevations are averaged, never positions or azimuths, so cameras covering part
-    of the circle (an arc, a half turn) give the same circle as a full ring would. Intrinsics are
-    those of the first input camera.
+    Cameras all around the scene (no two neighbours, by azimuth, more than
+    :data:`ORBIT_MAX_GAP_DEGREES` apart) give a full circle, starting at the azimuth of the first
+    camera and turning counter-clockwise seen from above. A capture that covers only part of the
+    circle (a fox on a wall, an object shot from one side) gives a sweep over the arc it covers
+    instead, there and back, easing at the ends: a full turn would spend half the video looking at
+    what no photo saw. The arc runs from the camera after the largest azimuth gap to the one before
+    it. Distances and elevations are averaged, never positions, so the path stays on the circle.
+    Every frame looks at the origin, upright (world ``z`` up); intrinsics are the first camera's.
 
     Args:
         cameras: ``N`` cameras the path is fitted to.
@@ -105,8 +108,9 @@ def orbit_path(cameras: Cameras, n_frames: int) -> Cameras:
     # Keep clear of the poles, where "up" is parallel to the viewing direction.
     max_elevation = math.radians(89.0)
     elevation = torch.asin((centres[:, 2] / radius).clamp(-1.0, 1.0)).mean().clamp(-max_elevation, max_elevation)
-    azimuth0 = torch.atan2(centres[0, 1], centres[0, 0])
-    azimuth = azimuth0 + torch.arange(n_frames, dtype=centres.dtype, device=centres.device) * (2 * math.pi / n_frames)
+    start, arc = orbit_arc(torch.atan2(centres[:, 1], centres[:, 0]))
+    phase = torch.arange(n_frames, dtype=centres.dtype, device=centres.device) * (2 * math.pi / n_frames)
+    azimuth = start + (phase if arc is None else arc * 0.5 * (1.0 - torch.cos(phase)))
     r = radius.mean()
     eye = torch.stack(
         [
@@ -118,6 +122,25 @@ def orbit_path(cameras: Cameras, n_frames: int) -> Cameras:
     )
     up = torch.tensor([0.0, 0.0, 1.0], dtype=centres.dtype, device=centres.device)
     return _pinhole(look_at(eye, torch.zeros_like(up), up), cameras)
+
+
+ORBIT_MAX_GAP_DEGREES = 90.0
+"""An orbit is a full circle when no two cameras neighbouring in azimuth are further apart than this."""
+
+
+def orbit_arc(azimuth: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    """``(start, arc)`` of the azimuths ``[N]`` (radians) that cameras cover: ``arc`` is None and
+    ``start`` the first camera's azimuth when they go all around (:data:`ORBIT_MAX_GAP_DEGREES`);
+    otherwise the covered arc runs counter-clockwise from ``start`` over ``arc`` radians (the
+    complement of the largest gap between neighbours)."""
+    if azimuth.numel() < 2:
+        return azimuth[0], None
+    ordered = torch.sort(torch.remainder(azimuth, 2 * math.pi)).values
+    gaps = torch.cat([ordered.diff(), ordered[:1] + 2 * math.pi - ordered[-1:]])
+    largest = int(gaps.argmax())
+    if gaps[largest] <= math.radians(ORBIT_MAX_GAP_DEGREES) + 1e-9:
+        return azimuth[0], None
+    return ordered[(largest + 1) % len(ordered)], 2 * math.pi - gaps[largest]
 
 
 # ------------------------------------------------------------------ spiral
