@@ -35,6 +35,7 @@ from nfplug.rendering.paths import (
     spiral_path,
     spiral_radii,
 )
+from nfplug.rendering.video import even_frame
 from nfplug.training.scene_task import SceneTask
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -361,3 +362,12 @@ def test_forward_facing_runs_render_the_spiral_by_default(forward_run: Path, cap
     assert main(["render", str(forward_run), "--path", "orbit", "--frames", "2"]) == 0  # asked for: no switch
     assert "rendering --path spiral" not in capsys.readouterr().out
     assert len(list((forward_run / "renders" / "orbit").glob("rgb_*.png"))) == 2
+
+
+def test_video_frames_are_padded_to_even_sizes_by_repeating_the_edge() -> None:
+    frame = np.arange(3 * 5 * 1, dtype=np.uint8).reshape(3, 5, 1)  # odd height and width
+    padded = even_frame(frame)
+    assert padded.shape == (4, 6, 1)
+    assert (padded[:3, :5] == frame).all()
+    assert (padded[3, :5] == frame[2]).all() and (padded[:3, 5] == frame[:, 4]).all() and padded[3, 5, 0] == frame[2, 4, 0]
+    assert even_frame(padded) is not padded and (even_frame(padded) == padded).all()  # already even: unchanged

@@ -24,7 +24,7 @@ Groups (variants compared side by side):
 - ``fox-appearance``: fox (phone photos) with and without per-image appearance embeddings.
 
 Prints a table, writes ``results.json``, ``real_<group>.png`` (PSNR over time) and, with
-``--videos``, an orbit video of each default run.
+``--videos``, an orbit or spiral video of each default run and ``real_videos.png`` (five frames of each).
 
 Usage (from the repo root)::
 
@@ -161,6 +161,26 @@ def render_video(run_dir: Path, cfg: BenchConfig) -> None:
     subprocess.run(cmd, check=False)
 
 
+def video_strip(results: List[dict], out: Path, n_frames: int = 5, height: int = 160) -> None:
+    """``real_videos.png``: ``n_frames`` evenly spaced frames of each default run's video, one row per scene."""
+    import cv2
+    import imageio.v2 as imageio
+    import numpy as np
+
+    rows = []
+    for r in results:
+        frames = sorted(Path(r["run"]).glob("renders/*/rgb_*.png")) if r["group"] == "default" else []
+        if not frames:
+            continue
+        picked = [imageio.imread(frames[round(i * (len(frames) - 1) / max(1, n_frames - 1))])[..., :3] for i in range(n_frames)]
+        picked = [cv2.resize(f, (round(f.shape[1] * height / f.shape[0]), height), interpolation=cv2.INTER_AREA) for f in picked]
+        rows.append(np.concatenate(picked, axis=1))
+    if rows:
+        width = max(row.shape[1] for row in rows)
+        rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
+        imageio.imwrite(out / "real_videos.png", np.concatenate(rows, axis=0))
+
+
 def plot(results: List[dict], group: str, out: Path) -> None:
     import matplotlib
 
@@ -202,6 +222,8 @@ def main(cfg: BenchConfig) -> None:
         previous = [r for r in previous if r["group"] != group] + results
         results_path.write_text(json.dumps(previous, indent=1))
         plot(previous, group, out)
+        if cfg.videos and group == "default":
+            video_strip(previous, out)
     print(f"\n{'group':<11} {'scene':<5} {'variant':<24} {'threads':>7} {'steps':>6} {'PSNR':>7} {'SSIM':>6}  held out")
     for r in previous:
         if r["group"] in cfg.groups:

@@ -39,6 +39,13 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
+def even_frame(frame: np.ndarray) -> np.ndarray:
+    """``[H, W, C]`` padded to even ``H`` and ``W`` by repeating its last row and column: H.264 in
+    yuv420p (what players expect) needs even sizes, and imageio would otherwise resize each frame
+    with a warning."""
+    return np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
+
+
 def _save(path: Path, array: np.ndarray) -> None:
     """Write an 8-bit image file; a failed write is one line naming ``path``."""
     with writing(path):
@@ -83,5 +90,5 @@ def render_path(task: Any, field: Any, path: str, out: Path, *, frames: int, fps
     video = out / "video.mp4"
     for target, frames_of in ((video, rgbs), (out / "depth.mp4", depths)):
         with writing(target):
-            imageio.mimwrite(target, frames_of, fps=fps, macro_block_size=2, quality=8)
+            imageio.mimwrite(target, [even_frame(f) for f in frames_of], fps=fps, macro_block_size=2, quality=8)
     return Written(n, video)
