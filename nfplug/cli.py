@@ -248,10 +248,11 @@ class RenderArgs:
     run: str
     """Run directory written by nfplug train."""
     path: Literal["orbit", "spiral", "interpolate", "val", "test", "train"] = "orbit"
-    """Scenes: camera path. orbit: a circle around the scene's centre; spiral: LLFF's spiral about
-    the mean camera (used instead of orbit for forward-facing captures unless --path is given);
-    interpolate: a smooth path through the training cameras in capture order; val, test, train:
-    that split's cameras."""
+    """Scenes: camera path. orbit: a circle around the scene's centre (for a capture that does not
+    go all around, a sweep over the arc its photos cover); spiral: LLFF's spiral about the mean
+    camera (used instead of orbit for forward-facing captures unless --path is given); interpolate:
+    a smooth path through the training cameras in capture order; val, test, train: that split's
+    cameras."""
     scale: float = 1.0
     """Render at this multiple of the training resolution (images: e.g. 2 for 2x super-resolution)."""
     frames: int = 60

@@ -141,11 +141,12 @@ class DataConfig:
     """Image task: 'checkerboard' trains on half the pixels and evaluates on the other half."""
     downscale: int = 1
     """Shrink the images by this integer factor (e.g. 4: lego 400x400 -> 100x100)."""
-    background: Literal["white", "black", "random", "learned"] = "white"
+    background: Literal["auto", "white", "black", "random", "learned"] = "auto"
     """Background behind what the field renders, and that transparent pixels are composited on while
     training. 'random': a random colour per ray and step (evaluation uses white); 'learned': a small
     network of the view direction, trained with the field and used by evaluation and renders too
-    (for captures, whose sky and far walls lie beyond the field)."""
+    (for captures, whose sky and far walls lie beyond the field). 'auto': learned for 360-degree
+    captures (2.7 dB better than white on cup_360 in 10 minutes; README), white otherwise."""
     gt_lookup: Literal["nearest", "bilinear"] = "nearest"
     """Ground truth of a ray at a continuous pixel position (rays off pixel centres, from
     --sampler softmine --sampler.no-snap or --sampler uniform --sampler.jitter): the nearest pixel,
@@ -304,6 +305,10 @@ class TrainBase:
     """CPU threads for torch (0: torch's default)."""
     progress: bool = True
     """Show a progress bar."""
+    profile: bool = False
+    """Time each stage of every training step (grid update, sampling, marching, hash encoding and
+    MLPs forward and backward, volume rendering, optimizer, sampler update): prints a table at the
+    end and writes profile.json in the run folder."""
 
     def validate(self) -> None:
         """The top-level options (``data``, ``render``, ``optim`` and the plugins' options are

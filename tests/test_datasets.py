@@ -425,9 +425,15 @@ def test_captures_get_a_multi_level_grid_and_object_scenes_keep_their_box(tmp_pa
     assert (centres >= box[:3] - 1e-6).all() and (centres <= box[3:] + 1e-6).all()  # the base box holds the cameras
     assert capture.far > np.linalg.norm(field_box[3:] - field_box[:3]) / 2  # rays reach the outermost box
     assert capture.renderer.estimator.binaries.shape[0] == 4 and capture.renderer.cone_angle == 0.004
+    # What lies beyond the field is learned for captures, and the choice is kept in scene.json.
+    assert capture.background_kind == "learned" and capture.learned_background is not None and capture.parameters()
+    assert capture.setup()["background"] == "learned"
+    white = SceneTask(DataConfig(path=str(tmp_path / "cap"), background="white"), RenderConfig(grid_resolution=16), torch.device("cpu"))
+    assert white.background_kind == "white" and white.learned_background is None and not white.parameters()
 
     demo = SceneTask(DataConfig(path="demo"), RenderConfig(grid_resolution=16), torch.device("cpu"))
     assert (demo.levels, demo.cone_angle, demo.near, demo.far) == (1, 0.0, 2.0, 6.0)
+    assert demo.background_kind == "white" and demo.learned_background is None
     assert demo.field_context().aabb == (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
 
     make_llff(tmp_path / "ff")
@@ -455,7 +461,7 @@ def test_a_capture_whose_cameras_do_not_converge_is_forward_facing(tmp_path: Pat
     side_by_side = look_at(eye, eye + torch.tensor([0.0, 5.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)).numpy()
     make_colmap(tmp_path / "ff", c2w=side_by_side)
     forward = SceneTask(DataConfig(path=str(tmp_path / "ff")), RenderConfig(grid_resolution=16), torch.device("cpu"))
-    assert (forward.layout, forward.levels, forward.cone_angle) == ("forward-facing", 1, 0.0)
+    assert (forward.layout, forward.levels, forward.cone_angle, forward.background_kind) == ("forward-facing", 1, 0.0, "white")
     make_colmap(tmp_path / "ring")
     ring = SceneTask(DataConfig(path=str(tmp_path / "ring")), RenderConfig(grid_resolution=16), torch.device("cpu"))
     assert (ring.layout, ring.levels) == ("360", 4)

@@ -41,6 +41,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from nfplug.profiling import section
 from nfplug.runtime import cache_root
 
 PRIMES = (1, 2654435761, 805459861)
@@ -466,12 +467,13 @@ class _HashEncode(torch.autograd.Function):
         lt: _LayoutTensors = ctx.lt
         grad_out = grad_out.contiguous()
         grad_x = grad_table = None
-        if ctx.needs_input_grad[1]:
-            grad_table = torch.zeros_like(table)
-            lt.call(1, x, table, grad_out, grad_table)
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.zeros_like(x)
-            lt.call(2, x, table, grad_out, grad_x)
+        with section("backward: hash encoding"):
+            if ctx.needs_input_grad[1]:
+                grad_table = torch.zeros_like(table)
+                lt.call(1, x, table, grad_out, grad_table)
+            if ctx.needs_input_grad[0]:
+                grad_x = torch.zeros_like(x)
+                lt.call(2, x, table, grad_out, grad_x)
         return grad_x, grad_table, None
 
 
@@ -532,6 +534,7 @@ class HashGrid(nn.Module):
         return self.layout.out_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.use_kernel:
-            return hash_encode(x, self.table, self.layout, self._lt)
-        return hash_encode_reference(x, self.table, self.layout)
+        with section("hash encoding forward"):
+            if self.use_kernel:
+                return hash_encode(x, self.table, self.layout, self._lt)
+            return hash_encode_reference(x, self.table, self.layout)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from nfplug.api import Field
 from nfplug.config import RenderConfig
+from nfplug.profiling import section
 from nfplug.rendering.marcher import march_rays
 from nfplug.rendering.space import SceneSpace
 from nfplug.rendering.volrend import distortion, render_rays
@@ -120,37 +121,41 @@ class SceneRenderer:
         origins, dirs = march_o.detach(), march_d.detach()
 
         def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
-            t_mid = (t_starts + t_ends)[:, None] / 2.0
-            return field.density(to_field(origins[ray_indices] + t_mid * dirs[ray_indices]))
+            with section("field: density for marching (no grad)", whole=True):
+                t_mid = (t_starts + t_ends)[:, None] / 2.0
+                return field.density(to_field(origins[ray_indices] + t_mid * dirs[ray_indices]))
 
-        ray_indices, t_starts, t_ends = march_rays(
-            self.estimator,
-            origins,
-            dirs,
-            near_plane=self.near_plane,
-            far_plane=self.far_plane,
-            render_step_size=self.render_step_size,
-            cone_angle=self.cone_angle,
-            sigma_fn=sigma_fn,
-            alpha_thre=cfg.alpha_thre,
-            early_stop_eps=cfg.early_stop_eps,
-            stratified=stratified,
-            generator=generator,
-        )
+        with section("march"):
+            ray_indices, t_starts, t_ends = march_rays(
+                self.estimator,
+                origins,
+                dirs,
+                near_plane=self.near_plane,
+                far_plane=self.far_plane,
+                render_step_size=self.render_step_size,
+                cone_angle=self.cone_angle,
+                sigma_fn=sigma_fn,
+                alpha_thre=cfg.alpha_thre,
+                early_stop_eps=cfg.early_stop_eps,
+                stratified=stratified,
+                generator=generator,
+            )
 
         def rgb_sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor):
-            t_mid = (t_starts + t_ends)[:, None] / 2.0
-            x = march_o[ray_indices] + t_mid * march_d[ray_indices]
-            if getattr(field, "uses_appearance", False):
-                return field(to_field(x), rays_d[ray_indices], image_index=image_index[ray_indices] if image_index is not None else None)
-            return field(to_field(x), rays_d[ray_indices])
+            with section("field forward: MLPs"):
+                t_mid = (t_starts + t_ends)[:, None] / 2.0
+                x = march_o[ray_indices] + t_mid * march_d[ray_indices]
+                if getattr(field, "uses_appearance", False):
+                    return field(to_field(x), rays_d[ray_indices], image_index=image_index[ray_indices] if image_index is not None else None)
+                return field(to_field(x), rays_d[ray_indices])
 
-        colors, opacities, depths, weights = render_rays(
-            t_starts, t_ends, ray_indices, n_rays, rgb_sigma_fn, render_bkgd=render_bkgd, with_weights=True
-        )
-        dist = None
-        if with_distortion:  # distances as fractions of the far plane, so one weight suits any scene size
-            dist = distortion(weights, t_starts / self.far_plane, t_ends / self.far_plane, ray_indices, n_rays)
+        with section("volume rendering"):
+            colors, opacities, depths, weights = render_rays(
+                t_starts, t_ends, ray_indices, n_rays, rgb_sigma_fn, render_bkgd=render_bkgd, with_weights=True
+            )
+            dist = None
+            if with_distortion:  # distances as fractions of the far plane, so one weight suits any scene size
+                dist = distortion(weights, t_starts / self.far_plane, t_ends / self.far_plane, ray_indices, n_rays)
         return RenderOutput(colors, opacities, depths, int(t_starts.shape[0]), dist)
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ from nfplug.api import Field, FieldContext, RayBatch
 from nfplug.config import DataConfig
 from nfplug.data.images import composite, read_image_file
 from nfplug.errors import NfplugError
+from nfplug.profiling import section
 from nfplug.training.scene_task import View, lookup_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -99,8 +100,11 @@ class ImageTask:
         return None
 
     def train_forward(self, field: Field, batch: RayBatch, generator: torch.Generator) -> tuple[Tensor, Tensor, Dict[str, float]]:
-        pred = field(pixel_to_coords(batch.pixel_xy, self.width, self.height))
-        gt = lookup_pixels(self.images, batch.image_index, batch.pixel_xy, self.data.gt_lookup)
+        with section("rays and ground truth"):
+            coords = pixel_to_coords(batch.pixel_xy, self.width, self.height)
+            gt = lookup_pixels(self.images, batch.image_index, batch.pixel_xy, self.data.gt_lookup)
+        with section("field forward: MLPs"):
+            pred = field(coords)
         return pred, gt, {"samples_per_ray": 1.0}
 
     def predict_errors(self, field: Field, image_index: Tensor, pixel_xy: Tensor) -> Tensor:

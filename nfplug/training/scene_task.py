@@ -19,6 +19,7 @@ from nfplug.data.formats import open_dataset
 from nfplug.data.normalize import SceneTransform, fit_normalization, focus_point, render_bounds
 from nfplug.data.scene import SceneSplit
 from nfplug.errors import NfplugError, fail
+from nfplug.profiling import section
 from nfplug.rendering.background import LearnedBackground
 from nfplug.rendering.scene_renderer import SceneRenderer
 from nfplug.rendering.space import SceneSpace, mean_camera_w2c, ndc_box
@@ -30,6 +31,9 @@ FORWARD_FACING_RAYS = "world"
 (README, ``tools/bench_real.py --groups fern-rays``)."""
 UNBOUNDED_CONTRACTION = "none"
 """Field space for unbounded captures by default (measured on fern and cup_360: README, tools/bench_real.py)."""
+UNBOUNDED_BACKGROUND = "learned"
+"""Background of unbounded (360-degree) captures by default: learned beat white by 2.7 dB on cup_360
+in 10 minutes (README, ``tools/bench_real.py --groups cup-background``)."""
 SCENE_FILE = "scene.json"
 """The render setup of a run (format, pose normalisation, box, near, far), kept in the run folder so
 evaluation, renders and resumes use exactly the frame the run was trained in."""
@@ -125,7 +129,7 @@ class SceneTask:
         self.renderer = SceneRenderer(
             self.aabb, self.near, self.far, render, levels=self.levels, cone_angle=self.cone_angle, space=self.space
         ).to(device)
-        self.learned_background = LearnedBackground().to(device) if data.background == "learned" else None
+        self.learned_background = LearnedBackground().to(device) if self.background_kind == "learned" else None
         if first is not None:
             self.images = first.images.to(device)
             self.alphas = first.alphas.to(device)
@@ -164,6 +168,8 @@ class SceneTask:
         self.levels = cfg.grid_levels or (unbounded_levels(hints.aabb_scale) if unbounded and rays == "world" else 1)
         self.cone_angle = cfg.cone_angle if cfg.cone_angle is not None else (0.004 if unbounded and rays == "world" else 0.0)
         contraction = cfg.contraction if cfg.contraction != "auto" else (UNBOUNDED_CONTRACTION if unbounded and rays == "world" else "none")
+        auto_background = UNBOUNDED_BACKGROUND if unbounded and rays == "world" else "white"
+        self.background_kind = self.data.background if self.data.background != "auto" else auto_background
         if train is None:  # already canonical: the dataset's own box and bounds
             self.aabb, self.near, self.far = render_bounds(hints, self.transform, None)
         else:
@@ -245,6 +251,8 @@ class SceneTask:
             self.aabb_scale = float(values["aabb_scale"]) if values.get("aabb_scale") is not None else None
             self.space = SceneSpace.from_json(values.get("space"))
             self._n_train_images = int(values.get("train_images", 0))
+            # Runs from before 'auto' existed trained on the background their config names (white by default).
+            self.background_kind = str(values.get("background", self.data.background if self.data.background != "auto" else "white"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise fail(f"{path}: not a readable scene setup ({type(e).__name__}: {e})") from None
         if len(self.aabb) != 6 or not all(lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:])) or not 0 <= self.near < self.far:
@@ -282,6 +290,7 @@ class SceneTask:
             "near": self.near,
             "far": self.far,
             "depth_bounds": list(self.depth_bounds),
+            "background": self.background_kind,
         }
 
     def save_setup(self, run_dir: Path) -> None:
@@ -345,7 +354,7 @@ class SceneTask:
 
     def background(self, n: int, generator: torch.Generator, rays_d: Optional[Tensor] = None) -> Tensor:
         """Training background of ``n`` rays ``[n, 3]`` (a learned one needs their directions)."""
-        kind = self.data.background
+        kind = self.background_kind
         if kind == "learned":
             return self.learned_background(rays_d)
         if kind == "random":
@@ -356,15 +365,16 @@ class SceneTask:
     def train_forward(self, field: Field, batch: RayBatch, generator: torch.Generator) -> tuple[Tensor, Tensor, Dict[str, float]]:
         """-> prediction ``[B, 3]``, ground truth ``[B, 3]``, statistics (``regularizer``: a scalar
         tensor the trainer adds to the loss, with ``--render.distortion-weight``)."""
-        rays_o, rays_d = generate_rays(self.cameras, batch.image_index, batch.pixel_xy)
-        bkgd = self.background(rays_o.shape[0], generator, rays_d.detach())
+        with section("rays and ground truth"):
+            rays_o, rays_d = generate_rays(self.cameras, batch.image_index, batch.pixel_xy)
+            bkgd = self.background(rays_o.shape[0], generator, rays_d.detach())
+            gt = lookup_pixels(self.images, batch.image_index, batch.pixel_xy, self.data.gt_lookup)
+            if self.background_kind != "white":
+                gt = self._recomposite(gt, batch, bkgd.detach())
         weight = self.render_config.distortion_weight
         out = self.renderer.render(
             field, rays_o, rays_d, bkgd, stratified=True, generator=generator, image_index=batch.image_index, with_distortion=weight > 0
         )
-        gt = lookup_pixels(self.images, batch.image_index, batch.pixel_xy, self.data.gt_lookup)
-        if self.data.background != "white":
-            gt = self._recomposite(gt, batch, bkgd.detach())
         stats: Dict[str, Any] = {"samples_per_ray": out.n_samples / max(1, rays_o.shape[0])}
         if weight > 0:
             stats["regularizer"] = weight * out.distortion.mean()

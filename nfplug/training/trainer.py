@@ -34,13 +34,14 @@ from tqdm import tqdm
 from nfplug.api import Field, SamplerContext, StepFeedback, TrainingStage
 from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
+from nfplug.profiling import StepProfile, profiling, section
 from nfplug.rendering.backend import describe as describe_rendering
 from nfplug.runtime import retain_freed_memory
 from nfplug.training.checkpoint import load_run_checkpoint, restoring, save_checkpoint, set_aside_later
 from nfplug.training.rundir import open_run_dir
 from nfplug.training.evaluation import evaluate_parts, evaluate_views, write_metrics
 from nfplug.training.history import History
-from nfplug.training.run import build_field, plugin_classes, save_run_config, select_device
+from nfplug.training.run import build_field, plugin_classes, save_run_config, select_device, write_json_atomic
 from nfplug.training.tasks import build_task
 
 @dataclass
@@ -188,6 +189,7 @@ def _train_in(
     stop = _StopRequest()
     missed = 0  # steps in a row whose rays all missed the occupied volume
     missed_limit = max(1, min(MAX_MISSED_STEPS, config.max_steps - step))  # a short run that never hit fails too
+    profile = StepProfile() if config.profile else None
     late = [s for s in stages if s.start >= config.max_steps]
     if late:
         tqdm.write(f"nfplug: warning: {len(late)} of the field's {len(stages)} training stages start after --max-steps {config.max_steps}")
@@ -197,62 +199,69 @@ def _train_in(
                 interrupted = True
                 break
             t0 = time.perf_counter()
-            if _stage_index(stages, step) != stage_index:
-                stage_index = _stage_index(stages, step)
-                optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr, task)
-                tqdm.write(f"step {step}: training stage {stage_index + 1} of {len(stages)} ({_describe(stages[stage_index])})")
-            stage = stages[stage_index]
-            stage_end = stages[stage_index + 1].start if stage_index + 1 < len(stages) else schedule_steps
-            stage_progress = (step - stage.start) / max(1, stage_end - stage.start)
-            progress = max(stage_progress, elapsed / config.max_time if config.max_time else 0.0)
-            lr = learning_rate(config, peak_lr, step - stage.start, progress)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            with profiling(profile):  # --profile: time per stage (nfplug.profiling)
+                if _stage_index(stages, step) != stage_index:
+                    stage_index = _stage_index(stages, step)
+                    optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr, task)
+                    tqdm.write(f"step {step}: training stage {stage_index + 1} of {len(stages)} ({_describe(stages[stage_index])})")
+                stage = stages[stage_index]
+                stage_end = stages[stage_index + 1].start if stage_index + 1 < len(stages) else schedule_steps
+                stage_progress = (step - stage.start) / max(1, stage_end - stage.start)
+                progress = max(stage_progress, elapsed / config.max_time if config.max_time else 0.0)
+                lr = learning_rate(config, peak_lr, step - stage.start, progress)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
 
-            decoded = stage.parts or (None,)  # the widest last: the sampler learns from it
-            field.set_parts(decoded[-1])
-            warning = task.before_step(step, field)
-            if warning:
-                tqdm.write(f"nfplug: warning: {warning}")
-            batch = sampler.sample(step, generator)
-            narrower = []
-            for parts in decoded[:-1]:
-                field.set_parts(parts)
-                pred, gt, _ = task.train_forward(field, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator)
-                narrower.append(((pred - gt) ** 2).mean(dim=-1))
-            field.set_parts(decoded[-1])
-            if sampler.needs_position_grad:
-                batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
-            pred, gt, stats = task.train_forward(field, batch, generator)
-            per_ray = ((pred - gt) ** 2).mean(dim=-1)
-            error = (pred - gt).detach().abs().sum(dim=-1)
-            batch.weight = sampler.loss_weight(step, batch, per_ray.detach(), error).detach()
-            loss = (batch.weight * per_ray).mean() + sum((batch.weight * other).mean() for other in narrower)
-            if "regularizer" in stats:  # e.g. the distortion loss: not per ray, so no sampler weighs it
-                loss = loss + stats.pop("regularizer")
+                decoded = stage.parts or (None,)  # the widest last: the sampler learns from it
+                field.set_parts(decoded[-1])
+                with section("grid update", whole=True):
+                    warning = task.before_step(step, field)
+                if warning:
+                    tqdm.write(f"nfplug: warning: {warning}")
+                with section("sampler: sample"):
+                    batch = sampler.sample(step, generator)
+                narrower = []
+                for parts in decoded[:-1]:
+                    field.set_parts(parts)
+                    pred, gt, _ = task.train_forward(field, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator)
+                    narrower.append(((pred - gt) ** 2).mean(dim=-1))
+                field.set_parts(decoded[-1])
+                if sampler.needs_position_grad:
+                    batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
+                pred, gt, stats = task.train_forward(field, batch, generator)
+                with section("loss"):
+                    per_ray = ((pred - gt) ** 2).mean(dim=-1)
+                    error = (pred - gt).detach().abs().sum(dim=-1)
+                    batch.weight = sampler.loss_weight(step, batch, per_ray.detach(), error).detach()
+                    loss = (batch.weight * per_ray).mean() + sum((batch.weight * other).mean() for other in narrower)
+                    if "regularizer" in stats:  # e.g. the distortion loss: not per ray, so no sampler weighs it
+                        loss = loss + stats.pop("regularizer")
 
-            optimizer.zero_grad(set_to_none=True)
-            if loss.requires_grad:
-                missed = 0
-                loss.backward()
-                optimizer.step()
-            else:  # no sample reached the field: nothing to learn from this batch
-                missed += 1
-                if missed == missed_limit:
-                    raise NfplugError(
-                        f"steps {step + 1 - missed}-{step}: no training ray hit the scene's occupied volume (no sample reached "
-                        f"the field); check that the cameras (poses in transforms_*.json) look at the scene box, "
-                        f"--render.samples-per-cell, and that the box lies between the near and far bounds"
-                    )
-            position_grad = None
-            if sampler.needs_position_grad:
-                # One backward pass serves both: d loss / d xy_i = weight_i / B * d per_ray_i / d xy_i.
-                grad = batch.pixel_xy.grad
-                if grad is None:  # no ray reached the field, the loss does not depend on position
-                    grad = torch.zeros_like(batch.pixel_xy)
-                position_grad = grad * (per_ray.shape[0] / batch.weight)[:, None]
-                batch.pixel_xy = batch.pixel_xy.detach()
-            sampler.update(StepFeedback(step=step, batch=batch, loss=per_ray.detach(), error=error, position_grad=position_grad))
+                optimizer.zero_grad(set_to_none=True)
+                if loss.requires_grad:
+                    missed = 0
+                    with section("backward: MLPs, rendering"):
+                        loss.backward()
+                    with section("optimizer"):
+                        optimizer.step()
+                else:  # no sample reached the field: nothing to learn from this batch
+                    missed += 1
+                    if missed == missed_limit:
+                        raise NfplugError(
+                            f"steps {step + 1 - missed}-{step}: no training ray hit the scene's occupied volume (no sample reached "
+                            f"the field); check that the cameras (poses in transforms_*.json) look at the scene box, "
+                            f"--render.samples-per-cell, and that the box lies between the near and far bounds"
+                        )
+                position_grad = None
+                if sampler.needs_position_grad:
+                    # One backward pass serves both: d loss / d xy_i = weight_i / B * d per_ray_i / d xy_i.
+                    grad = batch.pixel_xy.grad
+                    if grad is None:  # no ray reached the field, the loss does not depend on position
+                        grad = torch.zeros_like(batch.pixel_xy)
+                    position_grad = grad * (per_ray.shape[0] / batch.weight)[:, None]
+                    batch.pixel_xy = batch.pixel_xy.detach()
+                with section("sampler: update"):
+                    sampler.update(StepFeedback(step=step, batch=batch, loss=per_ray.detach(), error=error, position_grad=position_grad))
             step += 1
             dt = time.perf_counter() - t0
             elapsed += dt
@@ -295,6 +304,8 @@ def _train_in(
 
     checkpoint()
     history.save(run_dir)
+    if profile is not None:
+        _report_profile(profile, run_dir)
     if interrupted:
         writer.close()
         print(f"nfplug: interrupted at step {step}; checkpoint saved. Continue with: nfplug train --resume {run_dir}")
@@ -318,6 +329,12 @@ def _train_in(
     for row in metrics.get("parts", []):
         print(f"  first {row['parts']} part(s): {row['params']:>9,} parameters, {eval_split} PSNR {row['psnr']:.2f} dB")
     return TrainResult(run_dir, step, metrics, False)
+
+
+def _report_profile(profile: StepProfile, run_dir: Path) -> None:
+    """Print the per-stage table and write it to ``profile.json``."""
+    print(f"nfplug: time per training step by stage (--profile):\n{profile.table()}")
+    write_json_atomic(run_dir / "profile.json", profile.to_json())
 
 
 def _eval_indices(task: Any, split: str, n_views: int) -> List[int]:
