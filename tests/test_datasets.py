@@ -413,6 +413,10 @@ def test_a_capture_trains_evaluates_and_renders_in_the_frame_it_was_trained_in(t
     manifest = json.loads((run / "export-stream" / "manifest.json").read_text())
     assert manifest["scene"]["normalization"]["scale"] == pytest.approx(stored.scale)
     assert (run / "renders" / "orbit").is_dir()
+    assert setup["background"] == "learned"  # the capture's default, kept for eval and render
+    capsys.readouterr()
+    _edit_json(run / "scene.json", lambda meta: meta.update(background="purple"))
+    assert "scene.json: 'background' must be one of white, black, random, learned, got 'purple'" in _cli_error(["eval", str(run)], capsys)
 
 
 def test_captures_get_a_multi_level_grid_and_object_scenes_keep_their_box(tmp_path: Path) -> None:

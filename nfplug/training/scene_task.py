@@ -31,6 +31,7 @@ FORWARD_FACING_RAYS = "world"
 (README, ``tools/bench_real.py --groups fern-rays``)."""
 UNBOUNDED_CONTRACTION = "none"
 """Field space for unbounded captures by default (measured on fern and cup_360: README, tools/bench_real.py)."""
+BACKGROUNDS = ("white", "black", "random", "learned")
 UNBOUNDED_BACKGROUND = "learned"
 """Background of unbounded (360-degree) captures by default: learned beat white by 2.7 dB on cup_360
 in 10 minutes (README, ``tools/bench_real.py --groups cup-background``)."""
@@ -259,6 +260,8 @@ class SceneTask:
             raise NfplugError(f"{path}: 'aabb' must be 6 numbers with min < max and 0 <= near < far")
         if not 1 <= self.levels <= 12 or not 0 <= self.cone_angle <= 1:
             raise NfplugError(f"{path}: 'grid_levels' must be 1 to 12 and 'cone_angle' 0 to 1")
+        if self.background_kind not in BACKGROUNDS:
+            raise NfplugError(f"{path}: 'background' must be one of {', '.join(BACKGROUNDS)}, got {self.background_kind!r}")
 
     def describe(self) -> str:
         """One line: the format, the splits' sizes, the box and whether the poses were normalised."""
