@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, get_args, get_type_hints
 
 import numpy as np
 import torch
@@ -31,7 +31,8 @@ FORWARD_FACING_RAYS = "world"
 (README, ``tools/bench_real.py --groups fern-rays``)."""
 UNBOUNDED_CONTRACTION = "none"
 """Field space for unbounded captures by default (measured on fern and cup_360: README, tools/bench_real.py)."""
-BACKGROUNDS = ("white", "black", "random", "learned")
+BACKGROUNDS = tuple(kind for kind in get_args(get_type_hints(DataConfig)["background"]) if kind != "auto")
+"""The backgrounds a run can have trained on (``--data.background`` without 'auto')."""
 UNBOUNDED_BACKGROUND = "learned"
 """Background of unbounded (360-degree) captures by default: learned beat white by 2.7 dB on cup_360
 in 10 minutes (README, ``tools/bench_real.py --groups cup-background``)."""
