@@ -17,9 +17,8 @@ vertex past the grid.
 Two implementations with the same semantics:
 
 - :func:`hash_encode_reference`: pure PyTorch, differentiable by autograd.
-- :func:`hash_encode`: a small C++/OpenMP kernel (compiled once with the system ``g++``
-  into a cache directory, ~1 s, and called through ``ctypes``; torch's own
-  ``cpp_extension.load_inline`` needs ~30 s to build here because of the torch headers).
+- :func:`hash_encode`: a small C++/OpenMP kernel (:mod:`nfplug.native`: compiled once for
+  this CPU with the system ``g++`` into a cache directory, ~1 s, and called through ``ctypes``).
   Its backward parallelises over levels, which own disjoint table rows, so the
   scatter-add of the table gradient needs no atomics. Falls back to the reference when
   the kernel cannot be built or the inputs are not CPU float32.
@@ -28,21 +27,15 @@ Two implementations with the same semantics:
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
-import os
-import subprocess
-import tempfile
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from nfplug.profiling import section
-from nfplug.runtime import cache_root
+from nfplug.native import load_library
 
 PRIMES = (1, 2654435761, 805459861)
 
@@ -351,68 +344,23 @@ extern "C" int nfplug_hash_encode(int op, int dim, int n_features, int n_levels,
 }
 """
 
-_COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 _kernel: Optional[ctypes.CDLL] = None
-_kernel_failed = False
-
-
-def _cache_dir() -> Path:
-    return cache_root() / "kernels"
-
-
-def _cpu_signature() -> str:
-    """CPU model and flags: ``-march=native`` binaries must not move to another CPU."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    return "".join(line for line in lines[:40] if line.startswith(("model name", "flags")))
 
 
 def load_kernel() -> Optional[ctypes.CDLL]:
-    """Build (once, cached by source/flags/CPU hash) and load the C++ kernel; None if unavailable.
+    """The compiled hash-grid kernel (:func:`nfplug.native.load_library`); None if unavailable.
 
     Set ``NFPLUG_NO_CPP_KERNEL=1`` to force the pure-PyTorch path.
     """
-    global _kernel, _kernel_failed
-    if _kernel is not None or _kernel_failed:
-        return _kernel
-    if os.environ.get("NFPLUG_NO_CPP_KERNEL") == "1":
-        _kernel_failed = True
-        return None
-    key = hashlib.sha256(
-        (_KERNEL_SOURCE + " ".join(_COMPILE_FLAGS) + _cpu_signature()).encode()
-    ).hexdigest()[:16]
-    lib_path = _cache_dir() / f"hashgrid_{key}.so"
-    try:
-        if not lib_path.exists():
-            lib_path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory() as tmp:
-                src = Path(tmp) / "hashgrid.cpp"
-                src.write_text(_KERNEL_SOURCE)
-                built = Path(tmp) / "hashgrid.so"
-                cxx = os.environ.get("CXX", "g++")
-                subprocess.run(
-                    [cxx, *_COMPILE_FLAGS, str(src), "-o", str(built)],
-                    check=True,
-                    capture_output=True,
-                    timeout=120,
-                )
-                # Build in a private folder and rename: concurrent processes never
-                # load a half-written library.
-                tmp_target = lib_path.with_suffix(f".{os.getpid()}.tmp")
-                tmp_target.write_bytes(built.read_bytes())
-                os.replace(tmp_target, lib_path)
-        lib = ctypes.CDLL(str(lib_path))
+    global _kernel
+    if _kernel is None:
+        lib = load_library("hashgrid", _KERNEL_SOURCE, "hash-grid")
+        if lib is None:
+            return None
         fn = lib.nfplug_hash_encode
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_int64, ctypes.c_int]
         _kernel = lib
-    except (OSError, subprocess.SubprocessError) as err:
-        stderr = getattr(err, "stderr", None) or b""
-        reason = stderr.decode(errors="replace").strip().splitlines()[:1] or [str(err)]
-        warnings.warn(f"nfplug: C++ hash-grid kernel unavailable ({reason[0][:200]}); using the slower PyTorch path")
-        _kernel_failed = True
     return _kernel
 
 

@@ -4,8 +4,10 @@ The layout follows nerfacc's ``examples/instant-ngp`` radiance field: a density 
 (one hidden layer) maps the hash features to 1 raw density + 15 geometry features; a
 colour MLP (two hidden layers) maps those features plus the degree-4 spherical-harmonics
 encoding of the view direction to RGB through a sigmoid. Layers have no biases, as in
-tiny-cuda-nn's fully fused MLPs. The hash grid runs on a C++ CPU kernel
-(:mod:`nfplug.encoding.hashgrid`).
+tiny-cuda-nn's fully fused MLPs. On the CPU the hash grid runs on a C++ kernel
+(:mod:`nfplug.encoding.hashgrid`) and both MLPs on another, fused over blocks of samples
+(:mod:`nfplug.encoding.fused_ngp`); the PyTorch modules are the reference they are tested
+against (``field.fused = False``) and the path on other devices.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import Tensor, nn
 
 from nfplug.api import Field, FieldContext, check_memory, require_choice, require_range
 from nfplug.encoding.appearance import AppearanceEmbedding
+from nfplug.encoding import fused_ngp
 from nfplug.encoding.frequency import spherical_harmonics
 from nfplug.encoding.hashgrid import HashGrid, grid_layout
 from nfplug.errors import NfplugError
@@ -138,6 +141,14 @@ class NGPField(Field):
             self.color_mlp = _mlp(c.geo_feat_dim + 16 + c.appearance_dim, c.hidden_dim, 2, 3)
         else:
             self.image_mlp = _mlp(self.grid.out_dim, c.hidden_dim, 2, context.out_channels)
+        self.fused = True
+        """Scene task on the CPU: run both MLPs in the fused C++ kernel (False: the PyTorch modules)."""
+
+    def _mlp_weights(self) -> list:
+        return [self.density_mlp[0].weight, self.density_mlp[2].weight, self.color_mlp[0].weight, self.color_mlp[2].weight, self.color_mlp[4].weight]
+
+    def _use_fused(self, x: Tensor) -> bool:
+        return self.fused and self.context.task == "scene" and not self.uses_appearance and fused_ngp.supported(x, self._mlp_weights())
 
     def _normalize(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """World positions -> ``([N, D] in [0, 1] clamped, [N] bool inside the aabb)``."""
@@ -156,6 +167,10 @@ class NGPField(Field):
 
     def density(self, x: Tensor) -> Tensor:
         """``x [N, 3]`` world positions -> ``sigma [N]`` (0 outside the aabb)."""
+        if not torch.is_grad_enabled() and self._use_fused(x):
+            u, inside = self._normalize(x)
+            sigma = fused_ngp.ngp_density(self.grid(u), self._mlp_weights()[:2], self.config.density_activation)
+            return sigma * inside.to(sigma.dtype)
         return self._density_and_features(x)[0]
 
     def forward(
@@ -168,6 +183,10 @@ class NGPField(Field):
             return torch.sigmoid(self.image_mlp(self.grid(u)))
         if d is None:
             raise ValueError("the scene task needs view directions d [N, 3]")
+        if self._use_fused(x):
+            u, inside = self._normalize(x)
+            rgb, sigma = fused_ngp.ngp_mlps(self.grid(u), spherical_harmonics(d, 4), self._mlp_weights(), self.config.density_activation)
+            return rgb, sigma * inside.to(sigma.dtype)
         sigma, geo = self._density_and_features(x)
         inputs = [geo, spherical_harmonics(d, 4)]
         if self.uses_appearance:
