@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from nfplug.runtime import cache_root
 
@@ -36,20 +36,22 @@ def cpu_signature() -> str:
     return "".join(line for line in lines[:40] if line.startswith(("model name", "flags")))
 
 
-def load_library(name: str, source: str, what: str) -> Optional[ctypes.CDLL]:
+def load_library(name: str, source: str, what: str, extra_flags: Tuple[str, ...] = ()) -> Optional[ctypes.CDLL]:
     """Build (once, cached by source/flags/CPU hash) and load ``source``; None if unavailable.
 
     Args:
         name: file name stem of the library in the cache (``kernels/<name>_<hash>.so``).
         source: C++ source with ``extern "C"`` entry points.
         what: what the kernel is, for the warning when it cannot be built.
+        extra_flags: compiler flags after :data:`COMPILE_FLAGS`.
     """
     if name in _loaded:
         return _loaded[name]
     if os.environ.get("NFPLUG_NO_CPP_KERNEL") == "1":
         _loaded[name] = None
         return None
-    key = hashlib.sha256((source + " ".join(COMPILE_FLAGS) + cpu_signature()).encode()).hexdigest()[:16]
+    flags = COMPILE_FLAGS + tuple(extra_flags)
+    key = hashlib.sha256((source + " ".join(flags) + cpu_signature()).encode()).hexdigest()[:16]
     lib_path = cache_root() / "kernels" / f"{name}_{key}.so"
     lib: Optional[ctypes.CDLL] = None
     try:
@@ -60,7 +62,7 @@ def load_library(name: str, source: str, what: str) -> Optional[ctypes.CDLL]:
                 src.write_text(source)
                 built = Path(tmp) / f"{name}.so"
                 cxx = os.environ.get("CXX", "g++")
-                subprocess.run([cxx, *COMPILE_FLAGS, str(src), "-o", str(built)], check=True, capture_output=True, timeout=120)
+                subprocess.run([cxx, *flags, str(src), "-o", str(built)], check=True, capture_output=True, timeout=120)
                 # Copy next to the target and rename: concurrent processes never load a
                 # half-written library.
                 tmp_target = lib_path.with_suffix(f".{os.getpid()}.tmp")

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 import math
 from typing import Callable, Optional, Tuple
 
@@ -33,6 +34,7 @@ import nerfacc
 import torch
 from torch import Tensor
 
+from nfplug.native import load_library
 from nfplug.rendering.volrend import render_transmittance
 from nfplug.rendering.backend import use_nerfacc_kernels
 
@@ -203,6 +205,44 @@ def _occupied_samples(
     return flat // width, t_starts.reshape(-1)[flat], t_ends.reshape(-1)[flat]
 
 
+def _ray_ranges(
+    estimator: nerfacc.OccGridEstimator,
+    rays_o: Tensor,
+    rays_d: Tensor,
+    near_plane: float,
+    far_plane: float,
+    step: float,
+    stratified: bool,
+    cone_angle: float,
+    generator: Optional[torch.Generator],
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Each ray's lattice start ``near``, kept range ``[lo, hi)`` (``lo = inf`` for a miss), ``hit``,
+    and the lattice indices ``k_first + [0, n_candidates)`` whose midpoints can fall in the range
+    (``[n_rays, 1]`` each, ``hit [n_rays]``)."""
+    n_rays = rays_o.shape[0]
+    dtype, device = rays_o.dtype, rays_o.device
+    outer_aabb = estimator.aabbs[-1].to(dtype)
+    t_min, t_max, hit = ray_aabb_intersect(rays_o, rays_d, outer_aabb)
+
+    near = torch.full((n_rays,), float(near_plane), dtype=dtype, device=device)
+    if stratified:
+        # Drawn on the CPU (the generator's device) and moved: the same jitter on every device.
+        near = near + torch.rand(n_rays, generator=generator, dtype=dtype).to(device) * step
+    lo = torch.maximum(near, t_min)
+    hi = torch.minimum(torch.full_like(near, float(far_plane)), t_max)
+    hit &= lo < hi
+    lo = torch.where(hit, lo, torch.full_like(lo, math.inf))[:, None]
+    hi = torch.where(hit, hi, near)[:, None]
+    near = near[:, None]
+
+    # Lattice indices whose midpoint can fall in [lo, hi), one index of slack on each
+    # side for rounding; the exact test is done on the midpoints themselves.
+    k_first = (torch.floor(_lattice_index(near, torch.where(hit[:, None], lo, near), step, cone_angle)) - 1.0).clamp_min(0.0)
+    k_last = torch.ceil(_lattice_index(near, hi, step, cone_angle)) + 1.0
+    n_candidates = torch.where(hit[:, None], k_last - k_first + 1.0, torch.zeros_like(k_first))
+    return near, lo, hi, hit, k_first, n_candidates
+
+
 @torch.no_grad()
 def _march_rays_cpu(
     estimator: nerfacc.OccGridEstimator,
@@ -225,25 +265,9 @@ def _march_rays_cpu(
     dtype, device = rays_o.dtype, rays_o.device
     step = float(render_step_size)
     binaries = estimator.binaries
-    outer_aabb = estimator.aabbs[-1].to(dtype)
-    t_min, t_max, hit = ray_aabb_intersect(rays_o, rays_d, outer_aabb)
-
-    near = torch.full((n_rays,), float(near_plane), dtype=dtype, device=device)
-    if stratified:
-        # Drawn on the CPU (the generator's device) and moved: the same jitter on every device.
-        near = near + torch.rand(n_rays, generator=generator, dtype=dtype).to(device) * step
-    lo = torch.maximum(near, t_min)
-    hi = torch.minimum(torch.full_like(near, float(far_plane)), t_max)
-    hit &= lo < hi
-    lo = torch.where(hit, lo, torch.full_like(lo, math.inf))[:, None]
-    hi = torch.where(hit, hi, near)[:, None]
-    near = near[:, None]
-
-    # Lattice indices whose midpoint can fall in [lo, hi), one index of slack on each
-    # side for rounding; the exact test is done on the midpoints themselves.
-    k_first = (torch.floor(_lattice_index(near, torch.where(hit[:, None], lo, near), step, cone_angle)) - 1.0).clamp_min(0.0)
-    k_last = torch.ceil(_lattice_index(near, hi, step, cone_angle)) + 1.0
-    n_candidates = torch.where(hit[:, None], k_last - k_first + 1.0, torch.zeros_like(k_first))
+    near, lo, hi, hit, k_first, n_candidates = _ray_ranges(
+        estimator, rays_o, rays_d, near_plane, far_plane, step, stratified, cone_angle, generator
+    )
     width = int(n_candidates.max().item()) if n_rays > 0 else 0
 
     empty = torch.empty(0, dtype=dtype, device=device)
@@ -286,6 +310,265 @@ def _march_rays_cpu(
         starts.append(t_s)
         ends.append(t_e)
     return torch.cat(indices), torch.cat(starts), torch.cat(ends)
+
+# ---------------------------------------------------------------- native CPU marcher
+
+_MARCH_SOURCE = r"""
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+struct Grid {
+    int levels, res[3];
+    const uint8_t* bits;   // [levels, res0, res1, res2]
+    int blk;               // block size in cells of the coarse grid (single level only)
+    const uint8_t* coarse; // [res0 / blk, res1 / blk, res2 / blk]: any cell of the block occupied; or null
+    float lo[3], size[3];  // level 0's box: lo and hi - lo
+    float scale[3];        // res / (hi - lo)
+};
+
+// Occupancy of the midpoint t of ray (o, d): the finest level containing it (nerfacc's rule,
+// the same float operations as the PyTorch reference).
+inline bool occupied(const Grid& g, const float* o, const float* d, float t) {
+    if (g.levels == 1) {
+        int64_t flat = 0;
+        for (int a = 0; a < 3; ++a) {
+            const float off = (o[a] - g.lo[a]) * g.scale[a];
+            const float v = off + t * (d[a] * g.scale[a]);
+            int64_t c = (int64_t)v;
+            c = c < 0 ? 0 : (c > g.res[a] - 1 ? g.res[a] - 1 : c);
+            flat = flat * g.res[a] + c;
+        }
+        return g.bits[flat] != 0;
+    }
+    float centred[3], max_abs = 0.f;
+    for (int a = 0; a < 3; ++a) {
+        const float x = o[a] + t * d[a];
+        centred[a] = (x - g.lo[a]) / g.size[a] - 0.5f;
+        max_abs = std::max(max_abs, std::fabs(centred[a]));
+    }
+    int e;
+    std::frexp(std::max(max_abs, 0.1f), &e);
+    int mip = std::max(e + 1, 0);
+    if (mip >= g.levels) return false;
+    const float shrink = std::ldexp(1.f, -mip);
+    int64_t flat = mip;
+    for (int a = 0; a < 3; ++a) {
+        const float unit = centred[a] * shrink + 0.5f;
+        int64_t c = (int64_t)(unit * (float)g.res[a]);
+        c = c < 0 ? 0 : (c > g.res[a] - 1 ? g.res[a] - 1 : c);
+        flat = flat * g.res[a] + c;
+    }
+    return g.bits[flat] != 0;
+}
+
+struct Lattice {
+    float step, cone, ratio;
+};
+
+// t_k of a ray's lattice (see _lattice): arithmetic up to index n_flat, then geometric.
+inline float lattice(const Lattice& L, float near, float n_flat, float t_switch, float k) {
+    if (L.cone == 0.f || k <= n_flat) return near + k * L.step;
+    return t_switch * std::pow(L.ratio, k - n_flat);
+}
+
+// Index into the coarse grid of the block (blk^3 cells) holding the midpoint at t, or -1 when
+// the point lies outside the grid; *exit: t a margin of 1% of a cell short of where the ray
+// leaves that block, so that rounding never carries a skipped midpoint across a face.
+inline int64_t block_at(const Grid& g, const float* o, const float* d, float t, float* exit) {
+    int64_t flat = 0;
+    float leave = INFINITY, speed = 0.f;
+    for (int a = 0; a < 3; ++a) {
+        const float slope = d[a] * g.scale[a];
+        const float off = (o[a] - g.lo[a]) * g.scale[a];
+        const float v = off + t * slope;
+        if (!(v >= 0.f && v < (float)g.res[a])) return -1;
+        const float b = std::floor(v / (float)g.blk);
+        const float face = (slope > 0.f ? b + 1.f : b) * (float)g.blk;
+        if (slope != 0.f) leave = std::min(leave, (face - off) / slope);
+        speed = std::max(speed, std::fabs(slope));
+        flat = flat * (g.res[a] / g.blk) + (int64_t)b;
+    }
+    *exit = leave - 0.01f / speed;
+    return flat;
+}
+
+// Real-valued lattice index of t (inverse of lattice()).
+inline float lattice_index(const Lattice& L, float near, float n_flat, float t_switch, float t) {
+    if (L.cone == 0.f || t <= t_switch) return (t - near) / L.step;
+    return n_flat + std::log(t / t_switch) / std::log(L.ratio);
+}
+
+// Visits a ray's kept samples in order: fn(t_start, t_end). With a single-level grid, when a
+// tested midpoint lies in an empty block of blk^3 cells, the following samples that end inside
+// that block are skipped: every cell they could be tested against is empty.
+template <class Fn>
+inline void walk(const Grid& g, const Lattice& L, const float* o, const float* d, const float* ray, Fn fn) {
+    const float near = ray[0], lo = ray[1], hi = ray[2], k_first = ray[3], n_flat = ray[5], t_switch = ray[6];
+    const int64_t count = (int64_t)ray[4];
+    const bool skip = g.coarse != nullptr;
+    int64_t j = 0, next = -1;  // next: the index whose start is t_next (the previous sample's end)
+    float t_next = 0.f;
+    while (j < count) {
+        const float k = k_first + (float)j;
+        const float t0 = j == next ? t_next : lattice(L, near, n_flat, t_switch, k);
+        const float t1 = L.cone == 0.f ? t0 + L.step : lattice(L, near, n_flat, t_switch, k + 1.f);
+        next = j + 1;
+        t_next = t1;
+        const float mid = (t0 + t1) * 0.5f;
+        if (mid >= lo && mid < hi) {
+            float exit;
+            const int64_t blk = skip ? block_at(g, o, d, mid, &exit) : -1;
+            if (blk >= 0 && !g.coarse[blk]) {
+                // Samples k' with t_{k'+1} <= exit end in this block; two indices of slack for rounding.
+                const int64_t last = (int64_t)std::floor(lattice_index(L, near, n_flat, t_switch, exit) - k_first) - 2;
+                j = std::max(j + 1, last + 1);
+                continue;
+            }
+            if (occupied(g, o, d, mid)) fn(t0, t1);
+        }
+        ++j;
+    }
+}
+
+}  // namespace
+
+// rays: [n, 7] per ray (near, lo, hi, k_first, n_candidates, n_flat, t_switch). Pass 0 writes each
+// ray's sample count to counts [n]; pass 1 writes samples from first [n] (exclusive prefix sum).
+extern "C" void nfplug_march(int pass, int64_t n, const float* rays_o, const float* rays_d, const float* rays,
+                             int levels, const int* res, const uint8_t* bits, const float* aabb, float step,
+                             float cone, int64_t* counts, const int64_t* first, int64_t* ray_index,
+                             float* t_starts, float* t_ends, int n_threads) {
+    Grid g;
+    g.levels = levels;
+    g.bits = bits;
+    for (int a = 0; a < 3; ++a) {
+        g.res[a] = res[a];
+        g.lo[a] = aabb[a];
+        g.size[a] = aabb[3 + a] - aabb[a];
+        g.scale[a] = (float)res[a] / g.size[a];
+    }
+    const Lattice L{step, cone, 1.f + cone};
+    // Blocks of 8^3 (or 4^3, 2^3) cells for skipping empty space in a single-level grid.
+    g.blk = 1;
+    for (int f : {8, 4, 2})
+        if (g.blk == 1 && res[0] % f == 0 && res[1] % f == 0 && res[2] % f == 0) g.blk = f;
+    std::vector<uint8_t> coarse;
+    g.coarse = nullptr;
+    if (levels == 1 && g.blk > 1) {
+        const int c0 = res[0] / g.blk, c1 = res[1] / g.blk, c2 = res[2] / g.blk;
+        coarse.assign((size_t)c0 * c1 * c2, 0);
+        const int blk = g.blk;
+#pragma omp parallel for num_threads(n_threads)
+        for (int bx = 0; bx < c0; ++bx)
+            for (int x = bx * blk; x < (bx + 1) * blk; ++x)
+                for (int y = 0; y < res[1]; ++y) {
+                    const uint8_t* row = bits + ((int64_t)x * res[1] + y) * res[2];
+                    uint8_t* out = coarse.data() + ((int64_t)bx * c1 + y / blk) * c2;
+                    for (int bz = 0; bz < c2; ++bz) {
+                        uint8_t any = 0;
+                        for (int z = 0; z < blk; ++z) any |= row[bz * blk + z];
+                        out[bz] |= any;
+                    }
+                }
+        g.coarse = coarse.data();
+    }
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 64)
+    for (int64_t r = 0; r < n; ++r) {
+        const float* o = rays_o + 3 * r;
+        const float* d = rays_d + 3 * r;
+        if (pass == 0) {
+            int64_t c = 0;
+            walk(g, L, o, d, rays + 7 * r, [&](float, float) { ++c; });
+            counts[r] = c;
+        } else {
+            int64_t at = first[r];
+            walk(g, L, o, d, rays + 7 * r, [&](float a, float b) {
+                ray_index[at] = r;
+                t_starts[at] = a;
+                t_ends[at] = b;
+                ++at;
+            });
+        }
+    }
+}
+"""
+_march_lib: Optional[ctypes.CDLL] = None
+
+
+def _native_marcher() -> Optional[ctypes.CDLL]:
+    """The compiled marcher; None if it cannot be built. ``-ffp-contract=off`` keeps every
+    multiply and add rounded separately, as in the PyTorch reference."""
+    global _march_lib
+    if _march_lib is None:
+        lib = load_library("marcher", _MARCH_SOURCE, "ray-marching", ("-ffp-contract=off",))
+        if lib is None:
+            return None
+        ptr, i64, c_int, c_float = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+        lib.nfplug_march.argtypes = [c_int, i64, ptr, ptr, ptr, c_int, ptr, ptr, ptr, c_float, c_float, ptr, ptr, ptr, ptr, ptr, c_int]
+        lib.nfplug_march.restype = None
+        _march_lib = lib
+    return _march_lib
+
+
+@torch.no_grad()
+def _march_rays_native(
+    estimator: nerfacc.OccGridEstimator,
+    rays_o: Tensor,
+    rays_d: Tensor,
+    near_plane: float,
+    far_plane: float,
+    render_step_size: float,
+    stratified: bool,
+    cone_angle: float,
+    generator: Optional[torch.Generator],
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`_march_rays_cpu` in C++: one thread per ray walks its lattice indices and tests each
+    midpoint (the same ranges, lattice and occupancy rule), counting first, then writing."""
+    lib = _native_marcher()
+    assert lib is not None
+    n_rays = rays_o.shape[0]
+    step = float(render_step_size)
+    near, lo, hi, _, k_first, n_candidates = _ray_ranges(
+        estimator, rays_o, rays_d, near_plane, far_plane, step, stratified, cone_angle, generator
+    )
+    if cone_angle > 0.0:
+        n_flat, t_switch = _arithmetic_part(near, step, cone_angle)
+    else:
+        n_flat, t_switch = torch.zeros_like(near), near
+    rays = torch.cat([near, lo, hi, k_first, n_candidates, n_flat, t_switch], dim=1).contiguous()
+    rays_o, rays_d = rays_o.contiguous(), rays_d.contiguous()
+    binaries = estimator.binaries.contiguous()
+    res = torch.tensor(binaries.shape[1:], dtype=torch.int32)
+    aabb = estimator.aabbs[0].to(torch.float32).contiguous()
+    bits = binaries.view(torch.uint8)
+    threads = max(1, torch.get_num_threads())
+
+    def run(pass_: int, counts: Tensor, first: Tensor, ray_index: Tensor, t_s: Tensor, t_e: Tensor) -> None:
+        lib.nfplug_march(
+            pass_, n_rays, rays_o.data_ptr(), rays_d.data_ptr(), rays.data_ptr(), binaries.shape[0], res.data_ptr(),
+            bits.data_ptr(), aabb.data_ptr(), step, float(cone_angle), counts.data_ptr(), first.data_ptr(),
+            ray_index.data_ptr(), t_s.data_ptr(), t_e.data_ptr(), threads,
+        )
+
+    counts = torch.zeros(n_rays, dtype=torch.int64)
+    nothing = torch.empty(0)
+    run(0, counts, counts, nothing, nothing, nothing)
+    ends = torch.cumsum(counts, 0)
+    total = int(ends[-1].item()) if n_rays > 0 else 0
+    ray_index = torch.empty(total, dtype=torch.int64)
+    t_starts, t_ends = torch.empty(total), torch.empty(total)
+    if total > 0:
+        run(1, counts, ends - counts, ray_index, t_starts, t_ends)
+    return ray_index, t_starts, t_ends
+
+
+def native_marcher_available(rays_o: Tensor) -> bool:
+    """Whether :func:`march_rays` runs these rays on the C++ marcher (CPU float32, kernel built)."""
+    return rays_o.device.type == "cpu" and rays_o.dtype == torch.float32 and _native_marcher() is not None
 
 
 @torch.no_grad()
@@ -343,7 +626,8 @@ def march_rays(
             stratified=stratified,
             cone_angle=cone_angle,
         )
-    ray_indices, t_starts, t_ends = _march_rays_cpu(
+    march = _march_rays_native if native_marcher_available(rays_o) else _march_rays_cpu
+    ray_indices, t_starts, t_ends = march(
         estimator, rays_o, rays_d, near_plane, far_plane, render_step_size, stratified, cone_angle, generator
     )
     if sigma_fn is None or not (alpha_thre > 0.0 or early_stop_eps > 0.0) or t_starts.shape[0] == 0:
