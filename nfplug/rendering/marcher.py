@@ -337,7 +337,7 @@ inline bool occupied(const Grid& g, const float* o, const float* d, float t) {
         int64_t flat = 0;
         for (int a = 0; a < 3; ++a) {
             const float off = (o[a] - g.lo[a]) * g.scale[a];
-            const float v = off + t * (d[a] * g.scale[a]);
+            const float v = std::fma(t, d[a] * g.scale[a], off);  // torch's addcmul fuses it
             int64_t c = (int64_t)v;
             c = c < 0 ? 0 : (c > g.res[a] - 1 ? g.res[a] - 1 : c);
             flat = flat * g.res[a] + c;
@@ -384,7 +384,7 @@ inline int64_t block_at(const Grid& g, const float* o, const float* d, float t, 
     for (int a = 0; a < 3; ++a) {
         const float slope = d[a] * g.scale[a];
         const float off = (o[a] - g.lo[a]) * g.scale[a];
-        const float v = off + t * slope;
+        const float v = std::fma(t, slope, off);
         if (!(v >= 0.f && v < (float)g.res[a])) return -1;
         const float b = std::floor(v / (float)g.blk);
         const float face = (slope > 0.f ? b + 1.f : b) * (float)g.blk;
@@ -414,7 +414,8 @@ inline void walk(const Grid& g, const Lattice& L, const float* o, const float* d
     float t_next = 0.f;
     while (j < count) {
         const float k = k_first + (float)j;
-        const float t0 = j == next ? t_next : lattice(L, near, n_flat, t_switch, k);
+        // (A uniform lattice starts each sample at near + k step, not at the previous end.)
+        const float t0 = j == next && L.cone != 0.f ? t_next : lattice(L, near, n_flat, t_switch, k);
         const float t1 = L.cone == 0.f ? t0 + L.step : lattice(L, near, n_flat, t_switch, k + 1.f);
         next = j + 1;
         t_next = t1;
