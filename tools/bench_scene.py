@@ -3,25 +3,41 @@
 Usage (from the repo root, after ``pip install -e .``)::
 
     python tools/bench_scene.py --data ../shared/data/nerf_synthetic/lego --downscales 4 2 --minutes 10
+    # this build and an earlier one side by side (one thread each), with ratios:
+    python tools/bench_scene.py --downscales 2 --baseline 89fedf7
 
 Each configuration is one ``nfplug train --max-time`` run (a separate process, so runs do
 not share caches or memory), evaluated on ``--eval-views`` held-out views when the
 training time passes each of ``--marks`` minutes, and on every held-out view at the end.
-Evaluation time is not training time. Prints a table and writes ``scene_psnr_vs_time.png``
-and ``scene_results.json`` to ``--out``.
+Evaluation time is not training time.
+
+``--baseline REV`` exports that git revision of nfplug (``git archive``) and trains it at the
+same time as this build, each with half of the machine's threads, so both see the same machine
+(these machines are noisy, and their CPUs differ from session to session); the table then gives
+this build's samples/s as a ratio to the baseline's and the PSNR difference. The machine's
+sgemm and random-gather rates are measured first (``tools/machine_peak.py``) and samples/s is
+also given as a fraction of each.
+
+Prints a table and writes ``scene_psnr_vs_time.png`` and ``scene_results.json`` to ``--out``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
+import torch
 import tyro
+
+import machine_peak
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -43,26 +59,54 @@ class BenchConfig:
     """Further ``nfplug train`` options, e.g. --extra --batch-size 8192."""
     out: str = "bench_out/scene"
     """Output folder (runs, table, plot)."""
+    baseline: Optional[str] = None
+    """A git revision of nfplug to train side by side with this build (e.g. the previous release)."""
+    threads: int = 0
+    """Torch threads per run (0: all cores alone, half of them each with --baseline)."""
 
 
-def run_one(config: BenchConfig, downscale: int, out: Path) -> Dict:
-    run_dir = out / f"{Path(config.data).name}-ds{downscale}-{config.field}-{config.sampler}"
+def export_baseline(rev: str, out: Path) -> Path:
+    """Source tree of nfplug at ``rev`` (``git archive``), run through PYTHONPATH: its ``nfplug`` and
+    ``nfplug_builtins`` shadow the installed ones (the entry points name modules, not files)."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, check=True, capture_output=True, text=True).stdout.strip()
+    tree = out / f"baseline-{sha}"
+    if not (tree / "nfplug").is_dir():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=REPO, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def start_one(config: BenchConfig, downscale: int, out: Path, build: str, tree: Optional[Path], threads: int):
+    """Launch one ``nfplug train`` run; returns ``(run_dir, process, log)``."""
+    run_dir = out.resolve() / f"{Path(config.data).name}-ds{downscale}-{config.field}-{config.sampler}-{build}"
     args = [
         sys.executable, "-m", "nfplug.cli", "train",
-        "--data", config.data, "--data.downscale", str(downscale),
+        "--data", str(Path(config.data).resolve()), "--data.downscale", str(downscale),
         "--field", config.field, "--sampler", config.sampler, "--init", config.init,
         "--max-steps", "1000000", "--max-time", str(config.minutes * 60),
         "--eval-every", "0", "--eval-views", str(config.eval_views),
         "--eval-at-seconds", *[str(m * 60) for m in config.marks],
         "--output", str(run_dir), "--no-progress", *config.extra,
     ]  # fmt: skip
-    print(" ".join(args[2:]), flush=True)
-    subprocess.run(args, check=True)
+    if threads:
+        args += ["--threads", str(threads)]
+    env = dict(os.environ)
+    if tree is not None:  # run in the tree: "python -m" puts the working folder first on the path
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), str(tree / "plugins"), env.get("PYTHONPATH", "")])
+    print(f"[{build}] " + " ".join(args[2:]), flush=True)
+    log = open(out / f"{run_dir.name}.log", "w")
+    proc = subprocess.Popen(args, env=env, cwd=str(tree or REPO), stdout=log, stderr=subprocess.STDOUT)
+    return run_dir, proc, log
+
+
+def collect(run_dir: Path, downscale: int, build: str) -> Dict:
     history = json.loads((run_dir / "history.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     train_rows = history["train"][len(history["train"]) // 10 :]  # skip the warm-up
     return {
         "downscale": downscale,
+        "build": build,
         "eval": history["eval"],
         "final_psnr": metrics["mean"]["psnr"],
         "final_ssim": metrics["mean"]["ssim"],
@@ -73,6 +117,19 @@ def run_one(config: BenchConfig, downscale: int, out: Path) -> Dict:
     }
 
 
+def run_downscale(config: BenchConfig, downscale: int, out: Path, baseline: Optional[Tuple[str, Path]]) -> List[Dict]:
+    """This build (and the baseline, at the same time) at one downscale."""
+    builds = [("this", None)] + ([baseline] if baseline else [])
+    threads = config.threads or (max(1, (os.cpu_count() or 2) // len(builds)) if baseline else 0)
+    running = [(build, *start_one(config, downscale, out, build, tree, threads)) for build, tree in builds]
+    results = []
+    for build, run_dir, proc, log in running:
+        code = proc.wait()
+        log.close()
+        if code != 0:
+            raise SystemExit(f"bench_scene: the {build} run failed (exit {code}); see {log.name}")
+        results.append(collect(run_dir, downscale, build))
+    return results
 def psnr_at(evals: List[Dict], minutes: float) -> float:
     """PSNR of the first evaluation at or after ``minutes`` of training."""
     rows = [r for r in evals if r["time"] >= minutes * 60 - 1e-6]
@@ -82,16 +139,36 @@ def psnr_at(evals: List[Dict], minutes: float) -> float:
 def main(config: BenchConfig) -> None:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = [run_one(config, ds, out) for ds in config.downscales]
+    peak = machine_peak.measure()
+    print(machine_peak.describe(peak), flush=True)
+    baseline = None
+    if config.baseline:
+        tree = export_baseline(config.baseline, out)
+        baseline = (tree.name, tree)
+    results = [r for ds in config.downscales for r in run_downscale(config, ds, out, baseline)]
     marks = " ".join(f"{f'PSNR@{m:g}min':>11}" for m in config.marks)
-    print(f"\n{'downscale':>9} {marks} {'final(all)':>10} {'SSIM':>6} {'steps':>6} {'rays/s':>8} {'samples/s':>10} {'peak MB':>8}")
+    print(
+        f"\n{'downscale':>9} {'build':>16} {marks} {'final(all)':>10} {'SSIM':>6} {'steps':>6} {'rays/s':>8} "
+        f"{'samples/s':>10} {'of sgemm':>8} {'of gather':>9} {'peak MB':>8}"
+    )
     for r in results:
         cells = " ".join(f"{psnr_at(r['eval'], m):>11.2f}" for m in config.marks)
+        frac = machine_peak.fractions(r["samples_per_s"], peak)
         print(
-            f"{r['downscale']:>9} {cells} {r['final_psnr']:>10.2f} {r['final_ssim']:>6.3f} {r['steps']:>6} "
-            f"{r['rays_per_s']:>8.0f} {r['samples_per_s']:>10.0f} {r['peak_memory_mb']:>8.0f}"
+            f"{r['downscale']:>9} {r['build']:>16} {cells} {r['final_psnr']:>10.2f} {r['final_ssim']:>6.3f} {r['steps']:>6} "
+            f"{r['rays_per_s']:>8.0f} {r['samples_per_s']:>10.0f} {frac['of_sgemm']:>8.1%} {frac['of_gather']:>9.1%} {r['peak_memory_mb']:>8.0f}"
         )
-    (out / "scene_results.json").write_text(json.dumps(results, indent=2))
+    if baseline:
+        print(f"\nthis build against {baseline[0]} (side by side, same machine):")
+        for ds in config.downscales:
+            this, base = [next(r for r in results if r["downscale"] == ds and r["build"] == b) for b in ("this", baseline[0])]
+            diffs = " ".join(f"PSNR@{m:g}min {psnr_at(this['eval'], m) - psnr_at(base['eval'], m):+.2f} dB" for m in config.marks)
+            print(
+                f"  downscale {ds}: samples/s x{this['samples_per_s'] / base['samples_per_s']:.2f}, rays/s "
+                f"x{this['rays_per_s'] / base['rays_per_s']:.2f}, steps x{this['steps'] / base['steps']:.2f}, {diffs}, "
+                f"final {this['final_psnr'] - base['final_psnr']:+.2f} dB, peak memory x{this['peak_memory_mb'] / base['peak_memory_mb']:.2f}"
+            )
+    (out / "scene_results.json").write_text(json.dumps({"machine": peak, "threads": torch.get_num_threads(), "runs": results}, indent=2))
     plot(results, out / "scene_psnr_vs_time.png", config)
 
 
@@ -103,7 +180,9 @@ def plot(results: List[Dict], path: Path, config: BenchConfig) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in results:
-        ax.plot([e["time"] / 60 for e in r["eval"]], [e["psnr"] for e in r["eval"]], "o-", label=f"downscale {r['downscale']}")
+        style = "o-" if r["build"] == "this" else "s--"
+        label = f"downscale {r['downscale']}" + ("" if r["build"] == "this" else f", {r['build']}")
+        ax.plot([e["time"] / 60 for e in r["eval"]], [e["psnr"] for e in r["eval"]], style, label=label)
     ax.set_xlabel("training time (min)")
     ax.set_ylabel("held-out PSNR (dB)")
     ax.set_title(f"{Path(config.data).name}: {config.field} / {config.sampler}")
