@@ -296,7 +296,7 @@ def cmd_render(argv: List[str]) -> int:
         _checked_split(run.task, path)
     out = Path(args.output) if args.output else run.run_dir / "renders" / f"{path}{suffix}"
     written = render_path(run.task, run.field, path, out, frames=args.frames, fps=args.fps, scale=args.scale)
-    print(f"rendered {written.n_frames} frames -> {out} (video: {written.video})")
+    print(f"rendered {written.n_frames} frames ({written.seconds_per_frame:.2f} s each) -> {out} (video: {written.video})")
     return 0
 
 

@@ -22,7 +22,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 def test_dispatch_names_the_path_that_runs(monkeypatch) -> None:
     cpu = torch.device("cpu")
-    assert backend.describe(cpu) == "rendering: nfplug's PyTorch marcher and renderer on the CPU"
+    expected = "C++" if marcher.native_marcher_available(torch.zeros(1, 3)) else "PyTorch"
+    assert backend.describe(cpu) == f"rendering: nfplug's {expected} marcher and PyTorch renderer on the CPU"
     assert not backend.use_nerfacc_kernels(torch.zeros(1))
     backend.nerfacc_cuda_kernels.cache_clear()
     monkeypatch.setenv("NFPLUG_NERFACC_CUDA", "0")

@@ -2,9 +2,9 @@
 
 nerfacc's marching and packed-rendering kernels exist only when its CUDA extension is built
 (a wheel with compiled kernels, or a JIT build with the CUDA toolkit's ``nvcc``). nfplug
-uses them for CUDA tensors when they load, and its own PyTorch marcher and renderer
-(same packed layout, tested against nerfacc) everywhere else: on the CPU, and on a GPU
-without the kernels. ``NFPLUG_NERFACC_CUDA=0`` forces the PyTorch path on a GPU too.
+uses them for CUDA tensors when they load, and its own marcher and renderer (same packed
+layout, tested against nerfacc) everywhere else: on the CPU (a C++ marcher, with the PyTorch one
+as its reference and fallback), and on a GPU without the kernels (PyTorch). ``NFPLUG_NERFACC_CUDA=0`` forces the PyTorch path on a GPU too.
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ def use_nerfacc_kernels(tensor: Tensor) -> bool:
 def describe(device: torch.device) -> str:
     """One line saying which marcher and renderer a scene on ``device`` uses."""
     if device.type != "cuda":
-        return f"rendering: nfplug's PyTorch marcher and renderer on the {device.type.upper()}"
+        from nfplug.rendering.marcher import native_marcher_available  # (marcher imports this module)
+
+        marcher = "C++" if native_marcher_available(torch.zeros(1, 3, device=device)) else "PyTorch"
+        return f"rendering: nfplug's {marcher} marcher and PyTorch renderer on the {device.type.upper()}"
     reason = nerfacc_cuda_kernels()
     if reason is None:
         return f"rendering: nerfacc's CUDA kernels on {device}"

@@ -323,27 +323,16 @@ namespace {
 
 struct Grid {
     int levels, res[3];
-    const uint8_t* bits;   // [levels, res0, res1, res2]
+    const uint64_t* bits;  // [levels, res0, res1, res2] one bit per cell (a 128^3 level: 256 KB, in L2)
     int blk;               // block size in cells of the coarse grid (single level only)
     const uint8_t* coarse; // [res0 / blk, res1 / blk, res2 / blk]: any cell of the block occupied; or null
     float lo[3], size[3];  // level 0's box: lo and hi - lo
     float scale[3];        // res / (hi - lo)
 };
 
-// Occupancy of the midpoint t of ray (o, d): the finest level containing it (nerfacc's rule,
-// the same float operations as the PyTorch reference).
+// Multi-level grid: occupancy of the midpoint t of ray (o, d) in the finest level containing it
+// (nerfacc's rule, the same float operations as the PyTorch reference's query_occupancy).
 inline bool occupied(const Grid& g, const float* o, const float* d, float t) {
-    if (g.levels == 1) {
-        int64_t flat = 0;
-        for (int a = 0; a < 3; ++a) {
-            const float off = (o[a] - g.lo[a]) * g.scale[a];
-            const float v = std::fma(t, d[a] * g.scale[a], off);  // torch's addcmul fuses it
-            int64_t c = (int64_t)v;
-            c = c < 0 ? 0 : (c > g.res[a] - 1 ? g.res[a] - 1 : c);
-            flat = flat * g.res[a] + c;
-        }
-        return g.bits[flat] != 0;
-    }
     float centred[3], max_abs = 0.f;
     for (int a = 0; a < 3; ++a) {
         const float x = o[a] + t * d[a];
@@ -362,7 +351,7 @@ inline bool occupied(const Grid& g, const float* o, const float* d, float t) {
         c = c < 0 ? 0 : (c > g.res[a] - 1 ? g.res[a] - 1 : c);
         flat = flat * g.res[a] + c;
     }
-    return g.bits[flat] != 0;
+    return (g.bits[flat >> 6] >> (flat & 63)) & 1;
 }
 
 struct Lattice {
@@ -375,31 +364,48 @@ inline float lattice(const Lattice& L, float near, float n_flat, float t_switch,
     return t_switch * std::pow(L.ratio, k - n_flat);
 }
 
-// Index into the coarse grid of the block (blk^3 cells) holding the midpoint at t, or -1 when
-// the point lies outside the grid; *exit: t a margin of 1% of a cell short of where the ray
-// leaves that block, so that rounding never carries a skipped midpoint across a face.
-inline int64_t block_at(const Grid& g, const float* o, const float* d, float t, float* exit) {
-    int64_t flat = 0;
-    float leave = INFINITY, speed = 0.f;
-    for (int a = 0; a < 3; ++a) {
-        const float slope = d[a] * g.scale[a];
-        const float off = (o[a] - g.lo[a]) * g.scale[a];
-        const float v = std::fma(t, slope, off);
-        if (!(v >= 0.f && v < (float)g.res[a])) return -1;
-        const float b = std::floor(v / (float)g.blk);
-        const float face = (slope > 0.f ? b + 1.f : b) * (float)g.blk;
-        if (slope != 0.f) leave = std::min(leave, (face - off) / slope);
-        speed = std::max(speed, std::fabs(slope));
-        flat = flat * (g.res[a] / g.blk) + (int64_t)b;
-    }
-    *exit = leave - 0.01f / speed;
-    return flat;
-}
-
 // Real-valued lattice index of t (inverse of lattice()).
 inline float lattice_index(const Lattice& L, float near, float n_flat, float t_switch, float t) {
     if (L.cone == 0.f || t <= t_switch) return (t - near) / L.step;
     return n_flat + std::log(t / t_switch) / std::log(L.ratio);
+}
+
+// A ray in the cell units of a single-level grid: position off + t * slope (as _cell_index).
+struct CellRay {
+    float off[3], slope[3];
+};
+
+// Single-level grid: whether the midpoint t is occupied (clamped cell, as the reference). When it
+// lies inside the grid in an empty block of blk^3 cells, *skip_to is set to t a margin of 1% of a
+// cell short of where the ray leaves that block (rounding never carries a skipped midpoint across
+// a face); otherwise it is left alone.
+inline bool occupied_cells(const Grid& g, const CellRay& r, float t, float* skip_to) {
+    int64_t c[3];
+    bool inside = true;
+    for (int a = 0; a < 3; ++a) {
+        const float v = std::fma(t, r.slope[a], r.off[a]);  // torch's addcmul fuses it
+        inside &= v >= 0.f && v < (float)g.res[a];
+        c[a] = (int64_t)v;
+        c[a] = c[a] < 0 ? 0 : (c[a] > g.res[a] - 1 ? g.res[a] - 1 : c[a]);
+    }
+    if (g.coarse && inside) {
+        const int64_t b0 = c[0] / g.blk, b1 = c[1] / g.blk, b2 = c[2] / g.blk;
+        if (!g.coarse[(b0 * (g.res[1] / g.blk) + b1) * (g.res[2] / g.blk) + b2]) {
+            const int64_t b[3] = {b0, b1, b2};
+            float leave = INFINITY, speed = 0.f;
+            for (int a = 0; a < 3; ++a) {
+                const float slope = r.slope[a];
+                if (slope == 0.f) continue;
+                const float face = (float)((slope > 0.f ? b[a] + 1 : b[a]) * g.blk);
+                leave = std::min(leave, (face - r.off[a]) / slope);
+                speed = std::max(speed, std::fabs(slope));
+            }
+            if (speed > 0.f) *skip_to = leave - 0.01f / speed;
+            return false;
+        }
+    }
+    const int64_t flat = (c[0] * g.res[1] + c[1]) * g.res[2] + c[2];
+    return (g.bits[flat >> 6] >> (flat & 63)) & 1;
 }
 
 // Visits a ray's kept samples in order: fn(t_start, t_end). With a single-level grid, when a
@@ -409,7 +415,11 @@ template <class Fn>
 inline void walk(const Grid& g, const Lattice& L, const float* o, const float* d, const float* ray, Fn fn) {
     const float near = ray[0], lo = ray[1], hi = ray[2], k_first = ray[3], n_flat = ray[5], t_switch = ray[6];
     const int64_t count = (int64_t)ray[4];
-    const bool skip = g.coarse != nullptr;
+    CellRay cr;
+    for (int a = 0; a < 3; ++a) {
+        cr.off[a] = (o[a] - g.lo[a]) * g.scale[a];
+        cr.slope[a] = d[a] * g.scale[a];
+    }
     int64_t j = 0, next = -1;  // next: the index whose start is t_next (the previous sample's end)
     float t_next = 0.f;
     while (j < count) {
@@ -421,15 +431,18 @@ inline void walk(const Grid& g, const Lattice& L, const float* o, const float* d
         t_next = t1;
         const float mid = (t0 + t1) * 0.5f;
         if (mid >= lo && mid < hi) {
-            float exit;
-            const int64_t blk = skip ? block_at(g, o, d, mid, &exit) : -1;
-            if (blk >= 0 && !g.coarse[blk]) {
-                // Samples k' with t_{k'+1} <= exit end in this block; two indices of slack for rounding.
-                const int64_t last = (int64_t)std::floor(lattice_index(L, near, n_flat, t_switch, exit) - k_first) - 2;
-                j = std::max(j + 1, last + 1);
-                continue;
+            if (g.levels == 1) {
+                float skip_to = -INFINITY;
+                if (occupied_cells(g, cr, mid, &skip_to)) {
+                    fn(t0, t1);
+                } else if (skip_to > mid) {
+                    // Samples k' with t_{k'+1} <= skip_to end in the empty block; two indices of slack.
+                    const int64_t last = (int64_t)std::floor(lattice_index(L, near, n_flat, t_switch, skip_to) - k_first) - 2;
+                    if (last >= j + 1) { j = last + 1; continue; }
+                }
+            } else if (occupied(g, o, d, mid)) {
+                fn(t0, t1);
             }
-            if (occupied(g, o, d, mid)) fn(t0, t1);
         }
         ++j;
     }
@@ -437,21 +450,46 @@ inline void walk(const Grid& g, const Lattice& L, const float* o, const float* d
 
 }  // namespace
 
-// rays: [n, 7] per ray (near, lo, hi, k_first, n_candidates, n_flat, t_switch). Pass 0 writes each
-// ray's sample count to counts [n]; pass 1 writes samples from first [n] (exclusive prefix sum).
+// rays: [n, 7] per ray (near, lo, hi, k_first, n_candidates, n_flat, t_switch).
+// Pass 0: walks every ray, writing its samples to t_starts / t_ends from bound[r] (the exclusive
+// prefix sum of n_candidates, room for all of them) and their number to counts[r].
+// Pass 1: moves them to first[r] (the exclusive prefix sum of counts) in out_starts / out_ends and
+// fills ray_index.
 extern "C" void nfplug_march(int pass, int64_t n, const float* rays_o, const float* rays_d, const float* rays,
                              int levels, const int* res, const uint8_t* bits, const float* aabb, float step,
-                             float cone, int64_t* counts, const int64_t* first, int64_t* ray_index,
-                             float* t_starts, float* t_ends, int n_threads) {
+                             float cone, const int64_t* bound, int64_t* counts, float* t_starts, float* t_ends,
+                             const int64_t* first, int64_t* ray_index, float* out_starts, float* out_ends,
+                             int n_threads) {
+    if (pass == 1) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+        for (int64_t r = 0; r < n; ++r) {
+            const int64_t src = bound[r], dst = first[r], m = counts[r];
+            for (int64_t j = 0; j < m; ++j) {
+                ray_index[dst + j] = r;
+                out_starts[dst + j] = t_starts[src + j];
+                out_ends[dst + j] = t_ends[src + j];
+            }
+        }
+        return;
+    }
     Grid g;
     g.levels = levels;
-    g.bits = bits;
     for (int a = 0; a < 3; ++a) {
         g.res[a] = res[a];
         g.lo[a] = aabb[a];
         g.size[a] = aabb[3 + a] - aabb[a];
         g.scale[a] = (float)res[a] / g.size[a];
     }
+    const int64_t n_cells = (int64_t)levels * res[0] * res[1] * res[2];
+    std::vector<uint64_t> packed((n_cells + 63) / 64, 0);
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t w = 0; w < (int64_t)packed.size(); ++w) {
+        uint64_t word = 0;
+        const int64_t end = std::min<int64_t>(64, n_cells - w * 64);
+        for (int64_t i = 0; i < end; ++i) word |= (uint64_t)(bits[w * 64 + i] != 0) << i;
+        packed[w] = word;
+    }
+    g.bits = packed.data();
     const Lattice L{step, cone, 1.f + cone};
     // Blocks of 8^3 (or 4^3, 2^3) cells for skipping empty space in a single-level grid.
     g.blk = 1;
@@ -479,21 +517,13 @@ extern "C" void nfplug_march(int pass, int64_t n, const float* rays_o, const flo
     }
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 64)
     for (int64_t r = 0; r < n; ++r) {
-        const float* o = rays_o + 3 * r;
-        const float* d = rays_d + 3 * r;
-        if (pass == 0) {
-            int64_t c = 0;
-            walk(g, L, o, d, rays + 7 * r, [&](float, float) { ++c; });
-            counts[r] = c;
-        } else {
-            int64_t at = first[r];
-            walk(g, L, o, d, rays + 7 * r, [&](float a, float b) {
-                ray_index[at] = r;
-                t_starts[at] = a;
-                t_ends[at] = b;
-                ++at;
-            });
-        }
+        int64_t at = bound[r];
+        walk(g, L, rays_o + 3 * r, rays_d + 3 * r, rays + 7 * r, [&](float a, float b) {
+            t_starts[at] = a;
+            t_ends[at] = b;
+            ++at;
+        });
+        counts[r] = at - bound[r];
     }
 }
 """
@@ -509,7 +539,7 @@ def _native_marcher() -> Optional[ctypes.CDLL]:
         if lib is None:
             return None
         ptr, i64, c_int, c_float = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
-        lib.nfplug_march.argtypes = [c_int, i64, ptr, ptr, ptr, c_int, ptr, ptr, ptr, c_float, c_float, ptr, ptr, ptr, ptr, ptr, c_int]
+        lib.nfplug_march.argtypes = [c_int, i64, ptr, ptr, ptr, c_int, ptr, ptr, ptr, c_float, c_float] + [ptr] * 8 + [c_int]
         lib.nfplug_march.restype = None
         _march_lib = lib
     return _march_lib
@@ -527,8 +557,9 @@ def _march_rays_native(
     cone_angle: float,
     generator: Optional[torch.Generator],
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """:func:`_march_rays_cpu` in C++: one thread per ray walks its lattice indices and tests each
-    midpoint (the same ranges, lattice and occupancy rule), counting first, then writing."""
+    """:func:`_march_rays_cpu` in C++: each ray walks its lattice indices and tests each midpoint
+    (the same ranges, lattice and occupancy rule) against a bit-packed copy of the grid, writing
+    its samples into room for all its candidates; a second pass packs them."""
     lib = _native_marcher()
     assert lib is not None
     n_rays = rays_o.shape[0]
@@ -547,23 +578,29 @@ def _march_rays_native(
     aabb = estimator.aabbs[0].to(torch.float32).contiguous()
     bits = binaries.view(torch.uint8)
     threads = max(1, torch.get_num_threads())
+    n_cand = n_candidates.reshape(-1).long()
+    bound_end = torch.cumsum(n_cand, 0)
+    bound = bound_end - n_cand
+    room = int(bound_end[-1].item()) if n_rays > 0 else 0
+    scratch_s, scratch_e = torch.empty(room), torch.empty(room)
+    counts = torch.zeros(n_rays, dtype=torch.int64)
 
-    def run(pass_: int, counts: Tensor, first: Tensor, ray_index: Tensor, t_s: Tensor, t_e: Tensor) -> None:
+    def run(pass_: int, first: Tensor, ray_index: Tensor, t_s: Tensor, t_e: Tensor) -> None:
         lib.nfplug_march(
             pass_, n_rays, rays_o.data_ptr(), rays_d.data_ptr(), rays.data_ptr(), binaries.shape[0], res.data_ptr(),
-            bits.data_ptr(), aabb.data_ptr(), step, float(cone_angle), counts.data_ptr(), first.data_ptr(),
-            ray_index.data_ptr(), t_s.data_ptr(), t_e.data_ptr(), threads,
+            bits.data_ptr(), aabb.data_ptr(), step, float(cone_angle), bound.data_ptr(), counts.data_ptr(),
+            scratch_s.data_ptr(), scratch_e.data_ptr(), first.data_ptr(), ray_index.data_ptr(), t_s.data_ptr(),
+            t_e.data_ptr(), threads,
         )
 
-    counts = torch.zeros(n_rays, dtype=torch.int64)
     nothing = torch.empty(0)
-    run(0, counts, counts, nothing, nothing, nothing)
+    run(0, counts, nothing, nothing, nothing)
     ends = torch.cumsum(counts, 0)
     total = int(ends[-1].item()) if n_rays > 0 else 0
     ray_index = torch.empty(total, dtype=torch.int64)
     t_starts, t_ends = torch.empty(total), torch.empty(total)
     if total > 0:
-        run(1, counts, ends - counts, ray_index, t_starts, t_ends)
+        run(1, ends - counts, ray_index, t_starts, t_ends)
     return ray_index, t_starts, t_ends
 
 

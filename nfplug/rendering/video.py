@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -21,6 +22,7 @@ from nfplug.training.rundir import check_writable, writing
 class Written:
     n_frames: int
     video: Optional[Path]
+    seconds_per_frame: float = 0.0  # rendering only (not writing the files)
 
 
 def colorize_depth(depth: torch.Tensor, opacity: torch.Tensor, near: float, far: float) -> np.ndarray:
@@ -79,8 +81,11 @@ def render_path(task: Any, field: Any, path: str, out: Path, *, frames: int, fps
     check_writable(out)  # creates it; one line if it cannot be written, before rendering
     rgbs, depths = [], []
     n = cameras.c2w.shape[0]
+    rendering = 0.0
     for i in tqdm(range(n), desc=f"render {path}", dynamic_ncols=True):
+        start = time.perf_counter()
         view = task.render_camera(field, cameras, i)
+        rendering += time.perf_counter() - start
         rgb = to_uint8(view.rgb)
         depth = colorize_depth(view.depth, view.opacity, task.near, task.far)
         _save(out / f"rgb_{i:04d}.png", rgb)
@@ -91,4 +96,4 @@ def render_path(task: Any, field: Any, path: str, out: Path, *, frames: int, fps
     for target, frames_of in ((video, rgbs), (out / "depth.mp4", depths)):
         with writing(target):
             imageio.mimwrite(target, [even_frame(f) for f in frames_of], fps=fps, macro_block_size=2, quality=8)
-    return Written(n, video)
+    return Written(n, video, rendering / max(1, n))
