@@ -97,6 +97,10 @@ class Field(nn.Module):
 
     - ``layers()``: the field's ``nn.Linear`` layers in order from input to output,
       for init plugins that act layer by layer (SIREN-style inits).
+    - ``density_for_marching(x)``: the marcher's density test (no gradients) -> ``(sigma [N],
+      reuse)``; a ``reuse`` tensor ``[N, ...]`` (not None) makes the renderer call ``forward(x_kept,
+      d, reuse=reuse[kept])`` on the samples the test kept, so the field need not redo work for
+      them (``ngp`` passes its hash features). Default: ``(density(x), None)``.
     """
 
     Config: ClassVar[type] = EmptyConfig
@@ -136,6 +140,10 @@ class Field(nn.Module):
 
     def density(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement density()")
+
+    def density_for_marching(self, x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """Scene task, called without gradients: ``(density(x), reuse)``; see the class docstring."""
+        return self.density(x), None
 
     def layers(self) -> List[nn.Linear]:
         raise NotImplementedError(f"{type(self).__name__} does not expose its layers")

@@ -148,3 +148,35 @@ def test_native_marcher_matches_pytorch_marcher(levels, cone_angle, stratified, 
         torch.testing.assert_close(got[2][got[0] == r], ref[2][ref[0] == r], rtol=1e-6, atol=0)
     assert differ <= max(2, ref[0].numel() // 500)
     assert torch.all(got[0][1:] >= got[0][:-1])
+
+
+@needs_fused
+def test_reusing_the_marching_features_changes_nothing(monkeypatch):
+    """The renderer hands ngp's hash features from the density test to forward(); colours and every
+    gradient are the same as computing them again."""
+    from nfplug.config import RenderConfig
+    from nfplug.rendering.scene_renderer import SceneRenderer
+
+    field = _field()
+    renderer = SceneRenderer([-1.0, -2.0, -1.5, 1.0, 2.0, 1.5], 0.5, 6.0, RenderConfig(grid_resolution=32))
+    renderer.estimator.binaries.fill_(True)
+    g = torch.Generator().manual_seed(4)
+    rays_o = torch.nn.functional.normalize(torch.randn(300, 3, generator=g), dim=-1) * 3.0
+    rays_d = torch.nn.functional.normalize(-rays_o + 0.3 * torch.randn(300, 3, generator=g), dim=-1)
+
+    def run():
+        field.zero_grad(set_to_none=True)
+        out = renderer.render(field, rays_o, rays_d, torch.ones(3))
+        out.colors.square().sum().backward()
+        return out, {name: p.grad.clone() for name, p in field.named_parameters()}
+
+    calls = []
+    original = type(field).forward
+    monkeypatch.setattr(type(field), "forward", lambda self, *a, **k: calls.append("reuse" in k) or original(self, *a, **k))
+    reused, reused_grads = run()
+    monkeypatch.setattr(type(field), "density_for_marching", lambda self, x: (self.density(x), None))
+    fresh, fresh_grads = run()
+    assert calls == [True, False]
+    assert reused.n_samples == fresh.n_samples > 1000
+    assert torch.equal(reused.colors, fresh.colors)
+    assert all(torch.equal(reused_grads[name], fresh_grads[name]) for name in fresh_grads)

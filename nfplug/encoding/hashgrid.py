@@ -425,7 +425,33 @@ class _HashEncode(torch.autograd.Function):
         return grad_x, grad_table, None
 
 
+class _HashEncodeGiven(_HashEncode):
+    """The encoding of ``x`` already computed (``out``, by an earlier no-grad pass over the same
+    points): returned as it is, with the kernel's backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, table: Tensor, lt: _LayoutTensors, out: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x.contiguous(), table.contiguous())
+        ctx.lt = lt
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        return (*_HashEncode.backward(ctx, grad_out), None)
+
+
 _SUPPORTED = {(d, f) for d in (2, 3) for f in (1, 2, 4, 8)}
+
+
+def _kernel_runs(x: Tensor, table: Tensor, layout: GridLayout) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and table.dtype == torch.float32
+        and (layout.dim, layout.n_features) in _SUPPORTED
+        and layout.n_levels <= 64
+        and load_kernel() is not None
+    )
 
 
 def hash_encode(
@@ -442,15 +468,7 @@ def hash_encode(
         ``[N, L * F]`` features, level-major. Differentiable with respect to ``x`` and
         ``table`` (first order only).
     """
-    fast = (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and table.dtype == torch.float32
-        and (layout.dim, layout.n_features) in _SUPPORTED
-        and layout.n_levels <= 64
-        and load_kernel() is not None
-    )
-    if not fast:
+    if not _kernel_runs(x, table, layout):
         return hash_encode_reference(x, table, layout)
     return _HashEncode.apply(x, table, _lt if _lt is not None else _LayoutTensors(layout))
 
@@ -481,8 +499,16 @@ class HashGrid(nn.Module):
     def out_dim(self) -> int:
         return self.layout.out_dim
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
+        """``features``: this encoding of ``x``, computed earlier without gradients (by the same
+        kernel): reused, with gradients flowing to the table (and ``x``) as if it were computed here."""
         with section("hash encoding forward"):
+            if features is not None and self.use_kernel and self.kernel_runs(x):
+                return _HashEncodeGiven.apply(x, self.table, self._lt, features)
             if self.use_kernel:
                 return hash_encode(x, self.table, self.layout, self._lt)
             return hash_encode_reference(x, self.table, self.layout)
+
+    def kernel_runs(self, x: Tensor) -> bool:
+        """Whether :func:`hash_encode` runs the C++ kernel on ``x`` (else the reference)."""
+        return _kernel_runs(x, self.table, self.layout)

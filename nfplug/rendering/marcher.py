@@ -670,12 +670,22 @@ def march_rays(
     )
     if sigma_fn is None or not (alpha_thre > 0.0 or early_stop_eps > 0.0) or t_starts.shape[0] == 0:
         return ray_indices, t_starts, t_ends
-    alpha_thre = min(alpha_thre, estimator.occs.mean().item())
     sigmas = sigma_fn(t_starts, t_ends, ray_indices)
+    visible = visible_samples(estimator, t_starts, t_ends, sigmas, ray_indices, rays_o.shape[0], alpha_thre, early_stop_eps)
+    return ray_indices[visible], t_starts[visible], t_ends[visible]
+
+
+def visible_samples(
+    estimator: nerfacc.OccGridEstimator, t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor,
+    n_rays: int, alpha_thre: float, early_stop_eps: float,
+) -> Tensor:
+    """``[n_samples]`` bool: the samples :func:`march_rays` keeps given their densities (transmittance
+    at least ``early_stop_eps``; opacity at least ``min(alpha_thre, occs.mean())``)."""
     if sigmas.shape != t_starts.shape:
         raise ValueError(f"sigma_fn must return sigmas [{t_starts.shape[0]}], got {tuple(sigmas.shape)}")
-    trans, alphas = render_transmittance(t_starts, t_ends, sigmas, ray_indices, rays_o.shape[0])
+    alpha_thre = min(alpha_thre, estimator.occs.mean().item()) if alpha_thre > 0.0 else 0.0
+    trans, alphas = render_transmittance(t_starts, t_ends, sigmas, ray_indices, n_rays)
     visible = trans >= early_stop_eps
     if alpha_thre > 0.0:
         visible &= alphas >= alpha_thre
-    return ray_indices[visible], t_starts[visible], t_ends[visible]
+    return visible

@@ -19,7 +19,8 @@ from torch import Tensor
 from nfplug.api import Field
 from nfplug.config import RenderConfig
 from nfplug.profiling import section
-from nfplug.rendering.marcher import march_rays
+from nfplug.rendering.backend import use_nerfacc_kernels
+from nfplug.rendering.marcher import march_rays, visible_samples
 from nfplug.rendering.space import SceneSpace
 from nfplug.rendering.volrend import distortion, render_rays
 
@@ -120,34 +121,45 @@ class SceneRenderer:
         march_o, march_d = self.space.march_rays(rays_o, rays_d)
         origins, dirs = march_o.detach(), march_d.detach()
 
+        reuse: list = []  # the field's reusable work for the kept samples (Field.density_for_marching)
+
         def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
             with section("field: density for marching (no grad)", whole=True):
                 t_mid = (t_starts + t_ends)[:, None] / 2.0
-                return field.density(to_field(origins[ray_indices] + t_mid * dirs[ray_indices]))
+                x = to_field(origins[ray_indices] + t_mid * dirs[ray_indices])
+                if use_nerfacc_kernels(origins):  # nerfacc's kernel calls this itself
+                    return field.density(x)
+                sigma, work = field.density_for_marching(x)
+                reuse.append(work)
+                return sigma
 
         with section("march"):
-            ray_indices, t_starts, t_ends = march_rays(
-                self.estimator,
-                origins,
-                dirs,
-                near_plane=self.near_plane,
-                far_plane=self.far_plane,
-                render_step_size=self.render_step_size,
-                cone_angle=self.cone_angle,
-                sigma_fn=sigma_fn,
-                alpha_thre=cfg.alpha_thre,
-                early_stop_eps=cfg.early_stop_eps,
-                stratified=stratified,
-                generator=generator,
+            options = dict(
+                near_plane=self.near_plane, far_plane=self.far_plane, render_step_size=self.render_step_size,
+                cone_angle=self.cone_angle, alpha_thre=cfg.alpha_thre, early_stop_eps=cfg.early_stop_eps,
+                stratified=stratified, generator=generator,
             )
+            if use_nerfacc_kernels(origins):
+                ray_indices, t_starts, t_ends = march_rays(self.estimator, origins, dirs, sigma_fn=sigma_fn, **options)
+            else:  # the density test here, so that its work can be reused for the samples it keeps
+                ray_indices, t_starts, t_ends = march_rays(self.estimator, origins, dirs, **options)
+                if t_starts.numel() > 0 and (cfg.alpha_thre > 0.0 or cfg.early_stop_eps > 0.0):
+                    sigmas = sigma_fn(t_starts, t_ends, ray_indices)
+                    keep = visible_samples(
+                        self.estimator, t_starts, t_ends, sigmas, ray_indices, n_rays, cfg.alpha_thre, cfg.early_stop_eps
+                    )
+                    ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
+                    reuse[:] = [reuse[0][keep] if reuse and reuse[0] is not None else None]
+        kept_work = reuse[0] if reuse else None
 
         def rgb_sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor):
             with section("field forward: MLPs"):
                 t_mid = (t_starts + t_ends)[:, None] / 2.0
                 x = march_o[ray_indices] + t_mid * march_d[ray_indices]
+                extra = {} if kept_work is None else {"reuse": kept_work}
                 if getattr(field, "uses_appearance", False):
-                    return field(to_field(x), rays_d[ray_indices], image_index=image_index[ray_indices] if image_index is not None else None)
-                return field(to_field(x), rays_d[ray_indices])
+                    extra["image_index"] = image_index[ray_indices] if image_index is not None else None
+                return field(to_field(x), rays_d[ray_indices], **extra)
 
         with section("volume rendering"):
             colors, opacities, depths, weights = render_rays(

@@ -13,7 +13,7 @@ against (``field.fused = False``) and the path on other devices.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Tuple, Union
+from typing import Literal, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -167,17 +167,24 @@ class NGPField(Field):
 
     def density(self, x: Tensor) -> Tensor:
         """``x [N, 3]`` world positions -> ``sigma [N]`` (0 outside the aabb)."""
-        if not torch.is_grad_enabled() and self._use_fused(x):
-            u, inside = self._normalize(x)
-            sigma = fused_ngp.ngp_density(self.grid(u), self._mlp_weights()[:2], self.config.density_activation)
-            return sigma * inside.to(sigma.dtype)
-        return self._density_and_features(x)[0]
+        return self.density_for_marching(x)[0] if not torch.is_grad_enabled() else self._density_and_features(x)[0]
+
+    def density_for_marching(self, x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """No gradients: ``(sigma, hash features)``, the features reused by ``forward`` for the samples
+        the marcher keeps (fused path; ``(sigma, None)`` otherwise)."""
+        if not self._use_fused(x) or not self.grid.kernel_runs(x):
+            return self._density_and_features(x)[0], None
+        u, inside = self._normalize(x)
+        features = self.grid(u)
+        sigma = fused_ngp.ngp_density(features, self._mlp_weights()[:2], self.config.density_activation)
+        return sigma * inside.to(sigma.dtype), features
 
     def forward(
-        self, x: Tensor, d: Union[Tensor, None] = None, image_index: Union[Tensor, None] = None
+        self, x: Tensor, d: Union[Tensor, None] = None, image_index: Union[Tensor, None] = None, reuse: Optional[Tensor] = None
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Scene: ``(x [N, 3], d [N, 3]) -> (rgb [N, 3], sigma [N])``; image: ``coords [N, 2] -> rgb [N, C]``.
-        ``image_index [N]``: each sample's training image, for the appearance embedding (None: the mean)."""
+        ``image_index [N]``: each sample's training image, for the appearance embedding (None: the mean).
+        ``reuse``: the hash features of ``x`` from :meth:`density_for_marching`."""
         if self.context.task == "image":
             u, _ = self._normalize(x)
             return torch.sigmoid(self.image_mlp(self.grid(u)))
@@ -185,7 +192,7 @@ class NGPField(Field):
             raise ValueError("the scene task needs view directions d [N, 3]")
         if self._use_fused(x):
             u, inside = self._normalize(x)
-            rgb, sigma = fused_ngp.ngp_mlps(self.grid(u), spherical_harmonics(d, 4), self._mlp_weights(), self.config.density_activation)
+            rgb, sigma = fused_ngp.ngp_mlps(self.grid(u, reuse), spherical_harmonics(d, 4), self._mlp_weights(), self.config.density_activation)
             return rgb, sigma * inside.to(sigma.dtype)
         sigma, geo = self._density_and_features(x)
         inputs = [geo, spherical_harmonics(d, 4)]
