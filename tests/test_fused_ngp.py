@@ -170,11 +170,15 @@ def test_reusing_the_marching_features_changes_nothing(monkeypatch):
         out.colors.square().sum().backward()
         return out, {name: p.grad.clone() for name, p in field.named_parameters()}
 
-    calls = []
-    original = type(field).forward
+    calls, grad_modes = [], []
+    original, original_density = type(field).forward, type(field).density_for_marching
     monkeypatch.setattr(type(field), "forward", lambda self, *a, **k: calls.append("reuse" in k) or original(self, *a, **k))
+    monkeypatch.setattr(
+        type(field), "density_for_marching", lambda self, x: grad_modes.append(torch.is_grad_enabled()) or original_density(self, x)
+    )
     reused, reused_grads = run()
-    monkeypatch.setattr(type(field), "density_for_marching", lambda self, x: (self.density(x), None))
+    assert grad_modes == [False]  # the density test builds no graph
+    monkeypatch.setattr(type(field), "density_for_marching", lambda self, x: (original_density(self, x)[0], None))
     fresh, fresh_grads = run()
     assert calls == [True, False]
     assert reused.n_samples == fresh.n_samples > 1000

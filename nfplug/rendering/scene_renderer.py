@@ -144,7 +144,8 @@ class SceneRenderer:
             else:  # the density test here, so that its work can be reused for the samples it keeps
                 ray_indices, t_starts, t_ends = march_rays(self.estimator, origins, dirs, **options)
                 if t_starts.numel() > 0 and (cfg.alpha_thre > 0.0 or cfg.early_stop_eps > 0.0):
-                    sigmas = sigma_fn(t_starts, t_ends, ray_indices)
+                    with torch.no_grad():
+                        sigmas = sigma_fn(t_starts, t_ends, ray_indices)
                     keep = visible_samples(
                         self.estimator, t_starts, t_ends, sigmas, ray_indices, n_rays, cfg.alpha_thre, cfg.early_stop_eps
                     )
