@@ -251,8 +251,10 @@ extern "C" void nfplug_ngp_backward(const int* dims, const float* const* w, int 
                 gh[b * net.gp] = grad_sigma[i0 + b] * activation_grad(hh[b * net.gp] - 1.f, act);
             }
             // colour MLP, last layer to first
-            mm<true>(gz, 1, V, V, B, c2, net.h, dc3, net.h);              // dWc3 += gz^T c2
-            mm<false>(gz, V, 1, B, V, net.c3, net.h, ga, net.h);          // g c2 = gz Wc3
+            // Only the first 3 of the V padded outputs carry a gradient: rows (a multiple of RB) and
+            // the inner dimension stop there.
+            mm<true>(gz, 1, V, RB * ((3 + RB - 1) / RB), B, c2, net.h, dc3, net.h);  // dWc3 += gz^T c2
+            mm<false>(gz, V, 1, B, 3, net.c3, net.h, ga, net.h);                     // g c2 = gz Wc3
             relu_backward(ga, c2, B * net.h);
             mm<true>(ga, 1, net.h, net.h, B, c1, net.h, dc2, net.h);
             mm<false>(ga, net.h, 1, B, net.h, net.c2, net.h, gb, net.h);  // g c1
