@@ -184,3 +184,19 @@ def test_reusing_the_marching_features_changes_nothing(monkeypatch):
     assert reused.n_samples == fresh.n_samples > 1000
     assert torch.equal(reused.colors, fresh.colors)
     assert all(torch.equal(reused_grads[name], fresh_grads[name]) for name in fresh_grads)
+
+
+def test_native_kernels_build_per_source_and_can_be_switched_off(monkeypatch, tmp_path):
+    from nfplug import native
+
+    monkeypatch.setenv("NFPLUG_CACHE", str(tmp_path))
+    source = 'extern "C" int nfplug_test_add(int a, int b) { return a + b; }'
+    monkeypatch.setattr(native, "_loaded", {})
+    lib = native.load_library("probe", source, "test")
+    if lib is None:
+        pytest.skip("no C++ compiler")
+    assert lib.nfplug_test_add(2, 3) == 5
+    assert len(list((tmp_path / "kernels").glob("probe_*.so"))) == 1  # cached under the source's hash
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setenv("NFPLUG_NO_CPP_KERNEL", "1")
+    assert native.load_library("probe", source, "test") is None

@@ -5,18 +5,21 @@ Usage (from the repo root)::
     python tools/bench_field.py --out bench_out
 
 Rows: ``ngp`` on the pure-PyTorch reference encoding (the baseline of the ``vs ngp ref``
-column), ``ngp`` on the C++ hash-grid kernel (default config), the same with
+column), ``ngp previous`` (the C++ hash grid with PyTorch MLPs and PyTorch's default Adam: the
+field as the previous build ran it, the baseline of the ``vs previous`` column), ``ngp`` (the
+C++ hash grid, the fused C++ MLPs and fused Adam: this build's default), the same with
 instant-ngp's 2^19 table, with gradients to the positions as well (what position-aware
 samplers need), and ``mlp`` (default config). Scene
 task, random positions in the aabb and random unit directions, a random upstream
 gradient on rgb and sigma. The median of ``--runs`` timed runs after one warm-up is
 reported; the ``+adam`` column adds ``optimizer.step()`` and ``zero_grad()``, which is
-what a training step pays. Writes a table to stdout and ``field_throughput.png``.
+what a training step pays. The machine's sgemm and random-gather rates are measured first
+(``tools/machine_peak.py``) and the ``+adam`` rate of each ngp row is given as a fraction of
+each. Writes a table to stdout and ``field_throughput.png``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from typing import Callable, Dict, Tuple
 import torch
 import tyro
 
+import machine_peak
 from nfplug.api import Field, FieldContext
 from nfplug.runtime import retain_freed_memory
 from nfplug_builtins.fields.mlp import MLPField
@@ -42,7 +46,7 @@ class BenchConfig:
     """Timed runs per measurement (the median is reported)."""
     threads: int = 2
     """torch.set_num_threads (the kernel uses the same count)."""
-    fields: Tuple[str, ...] = ("ngp reference", "ngp", "ngp T=2^19", "ngp +dx", "mlp")
+    fields: Tuple[str, ...] = ("ngp reference", "ngp previous", "ngp", "ngp T=2^19", "ngp +dx", "mlp")
     """Rows to run; "ngp reference" is slow (~10 s a run at 2^18)."""
     out: Path = Path("bench_out")
     """Folder for the PNG plot."""
@@ -65,10 +69,17 @@ def _fields() -> Dict[str, Callable[[], Tuple[Field, bool]]]:
     def ngp_reference() -> Tuple[Field, bool]:
         field = NGPField(NGPField.Config(), context)
         field.grid.use_kernel = False
+        field.fused = False
+        return field, False
+
+    def ngp_previous() -> Tuple[Field, bool]:
+        field = NGPField(NGPField.Config(), context)
+        field.fused = False
         return field, False
 
     return {
         "ngp reference": ngp_reference,
+        "ngp previous": ngp_previous,
         "ngp": lambda: (NGPField(NGPField.Config(), context), False),
         "ngp T=2^19": lambda: (NGPField(NGPField.Config(log2_hashmap_size=19), context), False),
         "ngp +dx": lambda: (NGPField(NGPField.Config(), context), True),
@@ -83,7 +94,8 @@ def measure(field: Field, n: int, position_grad: bool, runs: int) -> Dict[str, f
     x = (lo + (hi - lo) * torch.rand(n, 3)).requires_grad_(position_grad)
     d = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1)
     g_rgb, g_sigma = torch.randn(n, 3), torch.randn(n)
-    opt = torch.optim.Adam(field.parameters(), lr=1e-3)
+    # As the engine: fused Adam, except for the previous build's rows (PyTorch's default Adam).
+    opt = torch.optim.Adam(field.parameters(), lr=1e-3, fused=getattr(field, "fused", True) or None)
 
     def forward() -> None:
         with torch.no_grad():
@@ -134,8 +146,13 @@ def plot(results: Dict[Tuple[str, int], Dict[str, float]], out: Path) -> Path:
 def main(config: BenchConfig) -> None:
     torch.set_num_threads(config.threads)
     retain_freed_memory()  # as the engine does at start-up
+    peak = machine_peak.measure()
+    print(machine_peak.describe(peak))
     results: Dict[Tuple[str, int], Dict[str, float]] = {}
-    header = f"{'field':<15}{'N':>9}{'fwd M/s':>10}{'fwd+bwd M/s':>13}{'+adam M/s':>11}{'vs ngp ref':>12}"
+    header = (
+        f"{'field':<15}{'N':>9}{'fwd M/s':>10}{'fwd+bwd M/s':>13}{'+adam M/s':>11}{'vs ngp ref':>12}{'vs previous':>13}"
+        f"{'of sgemm':>10}{'of gather':>11}"
+    )
     print(header, flush=True)
     for name, build in _fields().items():
         if name not in config.fields:
@@ -144,9 +161,12 @@ def main(config: BenchConfig) -> None:
             field, position_grad = build()
             results[(name, n)] = r = measure(field, n, position_grad, config.runs)
             del field
-            ref = results.get(("ngp reference", n))
+            ref, previous = results.get(("ngp reference", n)), results.get(("ngp previous", n))
             ratio = f"{r['fwd+bwd'] / ref['fwd+bwd']:.1f}x" if ref else "-"
-            row = f"{name:<15}{n:>9}{r['fwd'] / 1e6:>10.3f}{r['fwd+bwd'] / 1e6:>13.3f}{r['+adam'] / 1e6:>11.3f}{ratio:>12}"
+            vs_previous = f"{r['+adam'] / previous['+adam']:.2f}x" if previous else "-"
+            frac = machine_peak.fractions(r["+adam"], peak)
+            fracs = f"{frac['of_sgemm']:>10.1%}{frac['of_gather']:>11.1%}" if name.startswith("ngp") else f"{'-':>10}{'-':>11}"
+            row = f"{name:<15}{n:>9}{r['fwd'] / 1e6:>10.3f}{r['fwd+bwd'] / 1e6:>13.3f}{r['+adam'] / 1e6:>11.3f}{ratio:>12}{vs_previous:>13}{fracs}"
             print(row, flush=True)
     print(f"\nplot: {plot(results, config.out)}")
 

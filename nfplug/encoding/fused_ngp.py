@@ -345,13 +345,10 @@ def _padded(n: int) -> int:
     return -(-n // PAD) * PAD
 
 
-def _pad(w: Tensor, rows: int, cols: int, col_map: Optional[Sequence[int]] = None) -> Tensor:
-    """``w [out, in]`` placed in a zero ``[rows, cols]`` (columns ``col_map`` if given)."""
+def _pad(w: Tensor, rows: int, cols: int) -> Tensor:
+    """``w [out, in]`` in the top-left corner of a zero ``[rows, cols]``."""
     out = torch.zeros(rows, cols, dtype=torch.float32)
-    if col_map is None:
-        out[: w.shape[0], : w.shape[1]] = w.detach()
-    else:
-        out[: w.shape[0], list(col_map)] = w.detach()
+    out[: w.shape[0], : w.shape[1]] = w.detach()
     return out
 
 
