@@ -4,7 +4,8 @@ nerfacc's marching and packed-rendering kernels exist only when its CUDA extensi
 (a wheel with compiled kernels, or a JIT build with the CUDA toolkit's ``nvcc``). nfplug
 uses them for CUDA tensors when they load, and its own marcher and renderer (same packed
 layout, tested against nerfacc) everywhere else: on the CPU (a C++ marcher, with the PyTorch one
-as its reference and fallback), and on a GPU without the kernels (PyTorch). ``NFPLUG_NERFACC_CUDA=0`` forces the PyTorch path on a GPU too.
+as its reference and fallback), and on a GPU without the kernels (PyTorch).
+``NFPLUG_NERFACC_CUDA=0`` forces the PyTorch path on a GPU too.
 """
 
 from __future__ import annotations
