@@ -100,11 +100,11 @@ def test_signal_in_the_middle_of_a_step_resumes_bit_identically(tmp_path, monkey
 
     original, calls = NGPField.forward, []
 
-    def forward_with_signal(self, x, d):
+    def forward_with_signal(self, x, d, **kwargs):
         calls.append(1)
         if len(calls) == 8:  # the training forward pass of step 7 (one per step)
             signal.raise_signal(signal.SIGINT)
-        return original(self, x, d)
+        return original(self, x, d, **kwargs)
 
     resumed = tmp_path / "resumed"
     monkeypatch.setattr(NGPField, "forward", forward_with_signal)
@@ -129,12 +129,12 @@ def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, m
 
     original, calls = NGPField.forward, []
 
-    def forward_with_two_signals(self, x, d):
+    def forward_with_two_signals(self, x, d, **kwargs):
         calls.append(1)
         if len(calls) == 6:  # step 5
             signal.raise_signal(signal.SIGINT)
             signal.raise_signal(signal.SIGINT)
-        return original(self, x, d)
+        return original(self, x, d, **kwargs)
 
     run = tmp_path / "run"
     monkeypatch.setattr(NGPField, "forward", forward_with_two_signals)
