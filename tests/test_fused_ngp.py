@@ -200,3 +200,18 @@ def test_native_kernels_build_per_source_and_can_be_switched_off(monkeypatch, tm
     monkeypatch.setattr(native, "_loaded", {})
     monkeypatch.setenv("NFPLUG_NO_CPP_KERNEL", "1")
     assert native.load_library("probe", source, "test") is None
+
+
+@needs_marcher
+def test_native_marcher_in_pieces_gives_the_same_samples(monkeypatch):
+    """Rays whose candidates exceed the marcher's room are marched a group of rays at a time."""
+    estimator = _blob_grid(1, 0.02, seed=3)
+    g = torch.Generator().manual_seed(6)
+    rays_o = torch.nn.functional.normalize(torch.randn(300, 3, generator=g), dim=-1) * 4.0
+    rays_d = torch.nn.functional.normalize(-rays_o + torch.randn(300, 3, generator=g), dim=-1)
+    kwargs = dict(near_plane=0.3, far_plane=12.0, render_step_size=0.011, stratified=True, cone_angle=0.0)
+    whole = marcher._march_rays_native(estimator, rays_o, rays_d, generator=torch.Generator().manual_seed(9), **kwargs)
+    monkeypatch.setattr(marcher, "_MAX_ROOM", 1000)  # a few rays per piece (one ray has ~400 candidates)
+    pieces = marcher._march_rays_native(estimator, rays_o, rays_d, generator=torch.Generator().manual_seed(9), **kwargs)
+    assert whole[0].numel() > 1000
+    assert all(torch.equal(a, b) for a, b in zip(whole, pieces))

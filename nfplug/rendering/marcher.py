@@ -43,6 +43,8 @@ SigmaFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 # Candidate samples materialised at once: at ~60 bytes of temporaries each, a chunk
 # stays in cache; tools/bench_marcher.py ran fastest at 2^16-2^18 (2^22: 1.6x slower).
 _MAX_CANDIDATES = 1 << 17
+# The C++ marcher's room for candidates per pass (two floats each): 2^25 is 256 MB.
+_MAX_ROOM = 1 << 25
 
 
 def ray_aabb_intersect(rays_o: Tensor, rays_d: Tensor, aabb: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -580,27 +582,45 @@ def _march_rays_native(
     threads = max(1, torch.get_num_threads())
     n_cand = n_candidates.reshape(-1).long()
     bound_end = torch.cumsum(n_cand, 0)
-    bound = bound_end - n_cand
-    room = int(bound_end[-1].item()) if n_rays > 0 else 0
-    scratch_s, scratch_e = torch.empty(room), torch.empty(room)
-    counts = torch.zeros(n_rays, dtype=torch.int64)
+    indices, starts, ends = [], [], []
+    first_ray = 0
+    while first_ray < n_rays:
+        # Rays whose candidates fit in _MAX_ROOM (at least one ray): tiny steps on long rays
+        # must not allocate room for billions of candidates at once.
+        before = int(bound_end[first_ray - 1].item()) if first_ray > 0 else 0
+        last = int(torch.searchsorted(bound_end, before + _MAX_ROOM, right=True).item())
+        last = min(n_rays, max(last, first_ray + 1))
+        chunk = slice(first_ray, last)
+        bound = bound_end[chunk] - n_cand[chunk]
+        bound -= before
+        room = int(bound_end[last - 1].item()) - before
+        scratch_s, scratch_e = torch.empty(room), torch.empty(room)
+        counts = torch.zeros(last - first_ray, dtype=torch.int64)
 
-    def run(pass_: int, first: Tensor, ray_index: Tensor, t_s: Tensor, t_e: Tensor) -> None:
-        lib.nfplug_march(
-            pass_, n_rays, rays_o.data_ptr(), rays_d.data_ptr(), rays.data_ptr(), binaries.shape[0], res.data_ptr(),
-            bits.data_ptr(), aabb.data_ptr(), step, float(cone_angle), bound.data_ptr(), counts.data_ptr(),
-            scratch_s.data_ptr(), scratch_e.data_ptr(), first.data_ptr(), ray_index.data_ptr(), t_s.data_ptr(),
-            t_e.data_ptr(), threads,
-        )
+        def run(pass_: int, first: Tensor, ray_index: Tensor, t_s: Tensor, t_e: Tensor) -> None:
+            lib.nfplug_march(
+                pass_, last - first_ray, rays_o[chunk].data_ptr(), rays_d[chunk].data_ptr(), rays[chunk].data_ptr(),
+                binaries.shape[0], res.data_ptr(), bits.data_ptr(), aabb.data_ptr(), step, float(cone_angle),
+                bound.data_ptr(), counts.data_ptr(), scratch_s.data_ptr(), scratch_e.data_ptr(), first.data_ptr(),
+                ray_index.data_ptr(), t_s.data_ptr(), t_e.data_ptr(), threads,
+            )
 
-    nothing = torch.empty(0)
-    run(0, counts, nothing, nothing, nothing)
-    ends = torch.cumsum(counts, 0)
-    total = int(ends[-1].item()) if n_rays > 0 else 0
-    ray_index = torch.empty(total, dtype=torch.int64)
-    t_starts, t_ends = torch.empty(total), torch.empty(total)
-    if total > 0:
-        run(1, ends - counts, ray_index, t_starts, t_ends)
+        nothing = torch.empty(0)
+        run(0, counts, nothing, nothing, nothing)
+        stops = torch.cumsum(counts, 0)
+        total = int(stops[-1].item())
+        ray_index = torch.empty(total, dtype=torch.int64)
+        t_starts, t_ends = torch.empty(total), torch.empty(total)
+        if total > 0:
+            run(1, stops - counts, ray_index, t_starts, t_ends)
+        indices.append(ray_index + first_ray)
+        starts.append(t_starts)
+        ends.append(t_ends)
+        first_ray = last
+    if not indices:
+        empty = torch.empty(0)
+        return torch.empty(0, dtype=torch.int64), empty, empty.clone()
+    ray_index, t_starts, t_ends = torch.cat(indices), torch.cat(starts), torch.cat(ends)
     return ray_index, t_starts, t_ends
 
 
