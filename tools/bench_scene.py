@@ -130,6 +130,8 @@ def run_downscale(config: BenchConfig, downscale: int, out: Path, baseline: Opti
             raise SystemExit(f"bench_scene: the {build} run failed (exit {code}); see {log.name}")
         results.append(collect(run_dir, downscale, build))
     return results
+
+
 def psnr_at(evals: List[Dict], minutes: float) -> float:
     """PSNR of the first evaluation at or after ``minutes`` of training."""
     rows = [r for r in evals if r["time"] >= minutes * 60 - 1e-6]
