@@ -68,7 +68,10 @@ class BenchConfig:
 def export_baseline(rev: str, out: Path) -> Path:
     """Source tree of nfplug at ``rev`` (``git archive``), run through PYTHONPATH: its ``nfplug`` and
     ``nfplug_builtins`` shadow the installed ones (the entry points name modules, not files)."""
-    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, check=True, capture_output=True, text=True).stdout.strip()
+    found = subprocess.run(["git", "rev-parse", "--short", "--verify", f"{rev}^{{commit}}"], cwd=REPO, capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"bench_scene: --baseline: {rev!r} is not a commit of {REPO}")
+    sha = found.stdout.strip()
     tree = out / f"baseline-{sha}"
     if not (tree / "nfplug").is_dir():
         tree.mkdir(parents=True, exist_ok=True)
@@ -141,12 +144,12 @@ def psnr_at(evals: List[Dict], minutes: float) -> float:
 def main(config: BenchConfig) -> None:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    peak = machine_peak.measure()
-    print(machine_peak.describe(peak), flush=True)
     baseline = None
     if config.baseline:
         tree = export_baseline(config.baseline, out)
         baseline = (tree.name, tree)
+    peak = machine_peak.measure()
+    print(machine_peak.describe(peak), flush=True)
     results = [r for ds in config.downscales for r in run_downscale(config, ds, out, baseline)]
     marks = " ".join(f"{f'PSNR@{m:g}min':>11}" for m in config.marks)
     print(

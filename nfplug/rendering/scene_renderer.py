@@ -121,18 +121,15 @@ class SceneRenderer:
         march_o, march_d = self.space.march_rays(rays_o, rays_d)
         origins, dirs = march_o.detach(), march_d.detach()
 
-        reuse: list = []  # the field's reusable work for the kept samples (Field.density_for_marching)
+        def marching_positions(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
+            t_mid = (t_starts + t_ends)[:, None] / 2.0
+            return to_field(origins[ray_indices] + t_mid * dirs[ray_indices])
 
-        def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
+        def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:  # for nerfacc's kernel
             with section("field: density for marching (no grad)", whole=True):
-                t_mid = (t_starts + t_ends)[:, None] / 2.0
-                x = to_field(origins[ray_indices] + t_mid * dirs[ray_indices])
-                if use_nerfacc_kernels(origins):  # nerfacc's kernel calls this itself
-                    return field.density(x)
-                sigma, work = field.density_for_marching(x)
-                reuse.append(work)
-                return sigma
+                return field.density(marching_positions(t_starts, t_ends, ray_indices))
 
+        kept_work = None  # the field's work for the kept samples (Field.density_for_marching)
         with section("march"):
             options = dict(
                 near_plane=self.near_plane, far_plane=self.far_plane, render_step_size=self.render_step_size,
@@ -144,14 +141,13 @@ class SceneRenderer:
             else:  # the density test here, so that its work can be reused for the samples it keeps
                 ray_indices, t_starts, t_ends = march_rays(self.estimator, origins, dirs, **options)
                 if t_starts.numel() > 0 and (cfg.alpha_thre > 0.0 or cfg.early_stop_eps > 0.0):
-                    with torch.no_grad():
-                        sigmas = sigma_fn(t_starts, t_ends, ray_indices)
+                    with torch.no_grad(), section("field: density for marching (no grad)", whole=True):
+                        sigmas, work = field.density_for_marching(marching_positions(t_starts, t_ends, ray_indices))
                     keep = visible_samples(
                         self.estimator, t_starts, t_ends, sigmas, ray_indices, n_rays, cfg.alpha_thre, cfg.early_stop_eps
                     )
                     ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
-                    reuse[:] = [reuse[0][keep] if reuse and reuse[0] is not None else None]
-        kept_work = reuse[0] if reuse else None
+                    kept_work = work[keep] if work is not None else None
 
         def rgb_sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor):
             with section("field forward: MLPs"):
