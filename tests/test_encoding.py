@@ -138,3 +138,22 @@ def test_spherical_harmonics_are_orthonormal() -> None:
     gram = 4 * math.pi * (y.T @ y) / d.shape[0]  # Monte Carlo of the integral over the sphere
     torch.testing.assert_close(gram, torch.eye(16, dtype=torch.float64), atol=0.03, rtol=0)
     torch.testing.assert_close(y[:, 0], torch.full_like(y[:, 0], 0.5 / math.sqrt(math.pi)))
+
+
+def test_reference_in_chunks_is_the_same(monkeypatch):
+    """The reference encodes REFERENCE_CHUNK points at a time (bounded memory): same values and gradients."""
+    from nfplug.encoding import hashgrid
+
+    layout = grid_layout(3, n_levels=4, n_features=2, log2_hashmap_size=10, base_resolution=4, max_resolution=64)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(1000, 3, generator=g, requires_grad=True)
+    table = torch.randn(layout.n_params, 2, generator=g, requires_grad=True)
+    results = []
+    for chunk in (1 << 16, 300):
+        monkeypatch.setattr(hashgrid, "REFERENCE_CHUNK", chunk)
+        out = hash_encode_reference(x, table, layout)
+        gx, gt = torch.autograd.grad((out * out).sum(), [x, table])
+        results.append((out, gx, gt))
+    (out, gx, gt), (out_c, gx_c, gt_c) = results
+    assert torch.equal(out, out_c) and torch.equal(gx, gx_c)
+    assert torch.allclose(gt, gt_c, rtol=1e-6, atol=1e-6)  # the table's sums, added chunk by chunk

@@ -420,3 +420,88 @@ def test_distortion_matches_the_double_sum_values_and_gradients():
     ref = _brute_force_distortion(w, t0, t1, ray_indices, 5)
     (g_ref,) = torch.autograd.grad(ref.sum(), w)
     assert torch.allclose(ours, ref, atol=1e-12) and torch.allclose(g_ours, g_ref, atol=1e-12)
+
+
+def _grids(levels: int, seed: int, copies: int = 3):
+    """Identical renderers over a 24x16x20 grid with some invisible cells and random occupancies."""
+    from nfplug.config import RenderConfig
+    from nfplug.rendering.scene_renderer import SceneRenderer
+
+    config = RenderConfig(grid_resolution=24)
+    out = []
+    for _ in range(copies):
+        renderer = SceneRenderer([-1.0, -0.5, -1.0, 1.0, 0.5, 1.0], 0.1, 5.0, config, levels=levels)
+        est = renderer.estimator
+        est.resolution.copy_(torch.tensor([24, 16, 20]))
+        cells = 24 * 16 * 20
+        est.cells_per_lvl = cells
+        est.grid_coords = nerfacc.estimators.occ_grid._meshgrid3d(est.resolution).reshape(cells, 3)
+        est.grid_indices = torch.arange(cells)
+        g = torch.Generator().manual_seed(seed)
+        est.occs = torch.rand(levels * cells, generator=g) * 0.03
+        est.occs[torch.rand(levels * cells, generator=g) < 0.2] = -1.0
+        est.binaries = (est.occs > 0.01).view(levels, 24, 16, 20)
+        out.append(renderer)
+    return out
+
+
+def _blob_occupancy(x: torch.Tensor) -> torch.Tensor:
+    return (torch.exp(-4.0 * (x * x).sum(-1, keepdim=True)) * 0.05).float()
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+@pytest.mark.parametrize("step", [16, 512])
+def test_grid_update_matches_nerfacc(monkeypatch, levels, step):
+    """Our update evaluates the same cells at the same random points as nerfacc's ``_update`` and
+    leaves the same grid, in warm-up (every visible cell once) and after it (a random quarter plus
+    occupied cells), calling the field on at most GRID_CHUNK points at a time. After warm-up a cell
+    can be drawn twice: ours keeps the larger value, nerfacc whichever parallel write lands last."""
+    from nfplug.rendering import scene_renderer
+
+    ours, reference, draws = _grids(levels, seed=levels + step)
+    before = ours.estimator.occs.clone()
+    monkeypatch.setattr(scene_renderer, "GRID_CHUNK", 1000)
+    sizes = []
+
+    def occ(x):
+        sizes.append(len(x))
+        return _blob_occupancy(x)
+
+    torch.manual_seed(7)
+    ours.update_occupancy(step, occ)
+    torch.manual_seed(7)
+    reference.estimator._update(step=step, occ_eval_fn=_blob_occupancy, occ_thre=0.01, ema_decay=0.95, warmup_steps=256)
+    assert max(sizes) == 1000 and sum(sizes) > 1000
+    a, b = ours.estimator.occs, reference.estimator.occs
+    if step < 256:
+        assert torch.equal(a, b)
+        assert torch.equal(ours.estimator.binaries, reference.estimator.binaries)
+        return
+    torch.manual_seed(7)  # the same draws again, to know how often each cell was drawn
+    cells = draws.estimator.cells_per_lvl
+    drawn = draws.estimator._sample_uniform_and_occupied_cells(cells // 4)
+    times = torch.cat([torch.bincount(d, minlength=cells) for d in drawn])
+    assert (times >= 2).any() and (times == 1).any()
+    assert torch.equal(a[times == 1], b[times == 1])
+    assert (a[times >= 2] >= b[times >= 2]).all()
+    assert torch.equal(a[times == 0], before[times == 0])  # not drawn: untouched (invisible cells too)
+
+
+def test_grid_update_hand_case(monkeypatch):
+    """EMA max(0.95 * old, new) per cell; a cell drawn twice keeps its larger new value; the
+    threshold is min(mean of the visible cells, occ_thre)."""
+    from nfplug.config import RenderConfig
+    from nfplug.rendering.scene_renderer import SceneRenderer
+
+    renderer = SceneRenderer([0.0, 0.0, 0.0, 1.0, 1.0, 1.0], 0.1, 5.0, RenderConfig(grid_resolution=2, occ_thre=0.6, grid_warmup_steps=0))
+    est = renderer.estimator
+    est.occs = torch.tensor([0.2, 0.8, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    est.binaries = torch.tensor([False, True, False, False, False, False, False, False]).view(est.binaries.shape)
+    # after warm-up: 8 // 4 = 2 uniform draws, both cell 0 here, plus the occupied cell 1
+    draws = iter([torch.tensor([0, 0])])
+    values = torch.tensor([0.5, 0.3, 0.1])  # cell 0 twice (0.5, then 0.3), cell 1 once (0.1)
+    monkeypatch.setattr(torch, "randint", lambda *args, **kwargs: next(draws))
+    renderer.update_occupancy(16, lambda x: values[: len(x), None])
+    assert torch.allclose(est.occs, torch.tensor([0.5, 0.76, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    # threshold min(1.26 / 7, 0.6) = 0.18: cells 0 and 1 are occupied
+    assert est.binaries.flatten().tolist() == [True, True, False, False, False, False, False, False]

@@ -228,3 +228,22 @@ def test_resume_with_more_steps_keeps_the_learning_rate_schedule(tmp_path):
     assert main(["train", "--resume", str(run), "--max-steps", "13"]) == 0
     lrs = {int(load_checkpoint(p)["step"]): load_checkpoint(p)["optimizer"]["param_groups"][0]["lr"] for p in list_checkpoints(run)}
     assert lrs == {11: 0.0025, 12: 0.0025, 13: 0.0025}  # 0.01 * 0.5 ** 2, as at the end of the first 10 steps
+
+
+def test_training_without_the_cpp_kernels(tmp_path):
+    """NFPLUG_NO_CPP_KERNEL=1 (or no compiler): the PyTorch references train the demo through the
+    grid warm-up, in a fresh process so that no kernel is loaded already."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    env = dict(os.environ, NFPLUG_NO_CPP_KERNEL="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nfplug.cli", "train", "--output", str(run), "--max-steps", "20", *TINY_TRAIN, "--render.grid-update-every", "8", "--render.grid-warmup-steps", "10"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "PyTorch marcher" in proc.stdout + proc.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["step"] == 20 and metrics["mean"]["psnr"] > 8.0

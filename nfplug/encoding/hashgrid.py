@@ -119,6 +119,9 @@ def hash_corner(corner: Tensor, table_size: int) -> Tensor:
     return h % table_size
 
 
+REFERENCE_CHUNK = 1 << 16
+
+
 def hash_encode_reference(x: Tensor, table: Tensor, layout: GridLayout) -> Tensor:
     """Multiresolution hash encoding in plain PyTorch (autograd for all gradients).
 
@@ -128,8 +131,11 @@ def hash_encode_reference(x: Tensor, table: Tensor, layout: GridLayout) -> Tenso
         layout: see :func:`grid_layout`.
 
     Returns:
-        ``[N, L * F]`` features, level-major.
+        ``[N, L * F]`` features, level-major. Computed :data:`REFERENCE_CHUNK` points at a time
+        (its index tensors take about 1.5 KB per point).
     """
+    if x.shape[0] > REFERENCE_CHUNK:
+        return torch.cat([hash_encode_reference(x[i : i + REFERENCE_CHUNK], table, layout) for i in range(0, x.shape[0], REFERENCE_CHUNK)])
     n, dim = x.shape
     device = x.device
     res = torch.tensor(layout.resolutions, dtype=x.dtype, device=device)  # [L]

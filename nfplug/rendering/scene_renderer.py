@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import nerfacc
 import torch
@@ -23,6 +23,9 @@ from nfplug.rendering.backend import use_nerfacc_kernels
 from nfplug.rendering.marcher import march_rays, visible_samples
 from nfplug.rendering.space import SceneSpace
 from nfplug.rendering.volrend import distortion, render_rays
+
+
+GRID_CHUNK = 1 << 18  # points per occ_eval_fn call in a grid update
 
 
 @dataclass
@@ -72,7 +75,7 @@ class SceneRenderer:
 
     @torch.no_grad()
     def update_grid(self, step: int, field: Field) -> bool:
-        """nerfacc's EMA occupancy update every ``grid_update_every`` steps.
+        """nerfacc's EMA occupancy update every ``grid_update_every`` steps (:meth:`update_occupancy`).
 
         Returns True if the grid had emptied out and was re-opened. An empty grid
         (every cell below threshold, e.g. after density collapsed early in training)
@@ -80,21 +83,64 @@ class SceneRenderer:
         background forever; re-opening every visible cell lets it recover.
         """
         cfg = self.config
-        self.estimator.train()
-        self.estimator.update_every_n_steps(
-            step=step,
-            occ_eval_fn=lambda x: field.density(self.space.to_field(x)) * self.render_step_size,
-            occ_thre=cfg.occ_thre,
-            warmup_steps=cfg.grid_warmup_steps,
-            n=cfg.grid_update_every,
-        )
-        if step % cfg.grid_update_every != 0 or self.estimator.binaries.any():
+        if step % cfg.grid_update_every != 0:
+            return False
+        self.update_occupancy(step, lambda x: field.density(self.space.to_field(x)) * self.render_step_size)
+        if self.estimator.binaries.any():
             return False
         visible = self.estimator.occs >= 0
         self.estimator.occs[visible] = 2.0 * cfg.occ_thre
         self.estimator.binaries.copy_(visible.view(self.estimator.binaries.shape))
         self.grid_recoveries += 1
         return True
+
+    @torch.no_grad()
+    def update_occupancy(self, step: int, occ_eval_fn: Callable[[Tensor], Tensor], ema_decay: float = 0.95) -> None:
+        """One EMA update of the grid: nerfacc's ``OccGridEstimator._update`` (the reference it is
+        tested against: same cells, same random numbers, same result wherever nerfacc's is
+        deterministic), with bounded memory, deterministic, and cheaper on the CPU.
+
+        Before ``grid_warmup_steps`` every visible cell is evaluated; afterwards a quarter of the
+        cells drawn uniformly plus up to as many occupied ones. Each evaluated cell keeps
+        ``max(decay * occ, occ_eval_fn(random point in the cell))`` (a cell drawn more than once keeps
+        the largest of its values). Cell positions come from the cell indices rather than a gather
+        from a table of coordinates (4 ms against 27 ms for 655k cells), and ``occ_eval_fn`` sees at
+        most :data:`GRID_CHUNK` points at a time, so memory stays bounded for any field (a 128^3 grid
+        has 2M cells; evaluated at once through the PyTorch hash-grid reference they took 22 GB).
+        """
+        est = self.estimator
+        cells = est.cells_per_lvl
+        occs = est.occs
+        if step < self.config.grid_warmup_steps:
+            lvl_indices = [torch.nonzero(occs[lvl * cells : (lvl + 1) * cells] >= 0)[:, 0] for lvl in range(est.levels)]
+        else:
+            lvl_indices = []
+            n = cells // 4
+            for lvl in range(est.levels):
+                uniform = torch.randint(cells, (n,), device=occs.device)
+                uniform = uniform[occs[lvl * cells + uniform] >= 0]
+                occupied = torch.nonzero(est.binaries[lvl].flatten())[:, 0]
+                if n < len(occupied):
+                    occupied = occupied[torch.randint(len(occupied), (n,), device=occs.device)]
+                lvl_indices.append(torch.cat([uniform, occupied]))
+        res_y, res_z = int(est.resolution[1]), int(est.resolution[2])
+        resolution = est.resolution.to(torch.float32)
+        for lvl, indices in enumerate(lvl_indices):
+            coords = torch.stack([indices // (res_y * res_z), indices // res_z % res_y, indices % res_z], dim=-1)
+            jitter = torch.rand(coords.shape, device=coords.device)
+            aabb = est.aabbs[lvl]
+            x = aabb[:3] + (coords.to(torch.float32) + jitter) / resolution * (aabb[3:] - aabb[:3])
+            occ = torch.cat([occ_eval_fn(x[i : i + GRID_CHUNK]).reshape(-1) for i in range(0, len(x), GRID_CHUNK)])
+            cell_ids = lvl * cells + indices
+            # nerfacc assigns max(decay * old, occ) per drawn cell; for a cell drawn twice the write
+            # that lands last wins, which is the parallel index_put's race. Decay, then a scatter max
+            # (the rule nerfacc's comment intends) gives the same grid for cells drawn once and a
+            # deterministic one for the rest.
+            occs.index_put_((cell_ids,), occs.index_select(0, cell_ids) * ema_decay)
+            occs.scatter_reduce_(0, cell_ids, occ, "amax")
+        visible = occs >= 0
+        thre = torch.clamp(torch.where(visible, occs, 0.0).sum() / visible.sum(), max=self.config.occ_thre)
+        est.binaries = (occs > thre).view(est.binaries.shape)
 
     def render(
         self,
