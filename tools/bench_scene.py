@@ -56,7 +56,8 @@ class BenchConfig:
     sampler: str = "uniform"
     init: str = "default"
     extra: Tuple[str, ...] = ()
-    """Further ``nfplug train`` options, e.g. --extra --batch-size 8192."""
+    """Further ``nfplug train`` options, each written with "=" so that they are not read as this
+    tool's own: e.g. ``--extra=--batch-size=8192``."""
     out: str = "bench_out/scene"
     """Output folder (runs, table, plot)."""
     baseline: Optional[str] = None
