@@ -455,7 +455,7 @@ def test_grid_update_matches_nerfacc(monkeypatch, levels, step):
     """Our update evaluates the same cells at the same random points as nerfacc's ``_update`` and
     leaves the same grid, in warm-up (every visible cell once) and after it (a random quarter plus
     occupied cells), calling the field on at most GRID_CHUNK points at a time. After warm-up a cell
-    can be drawn twice: ours keeps the larger value, nerfacc whichever parallel write lands last."""
+    can be drawn twice: ours keeps the larger value; which of its values nerfacc keeps is undefined."""
     from nfplug.rendering import scene_renderer
 
     ours, reference, draws = _grids(levels, seed=levels + step)

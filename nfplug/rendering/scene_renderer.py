@@ -132,10 +132,9 @@ class SceneRenderer:
             x = aabb[:3] + (coords.to(torch.float32) + jitter) / resolution * (aabb[3:] - aabb[:3])
             occ = torch.cat([occ_eval_fn(x[i : i + GRID_CHUNK]).reshape(-1) for i in range(0, len(x), GRID_CHUNK)])
             cell_ids = lvl * cells + indices
-            # nerfacc assigns max(decay * old, occ) per drawn cell; for a cell drawn twice the write
-            # that lands last wins, which is the parallel index_put's race. Decay, then a scatter max
-            # (the rule nerfacc's comment intends) gives the same grid for cells drawn once and a
-            # deterministic one for the rest.
+            # nerfacc assigns max(decay * old, occ) per drawn cell; for a cell drawn twice PyTorch
+            # leaves undefined which assignment stays. Decay, then a scatter max (the rule nerfacc's
+            # comment intends) gives the same grid for cells drawn once and a defined one for the rest.
             occs.index_put_((cell_ids,), occs.index_select(0, cell_ids) * ema_decay)
             occs.scatter_reduce_(0, cell_ids, occ, "amax")
         visible = occs >= 0
