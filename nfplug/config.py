@@ -212,6 +212,10 @@ class RenderConfig:
     """Update the occupancy grid every N steps."""
     grid_warmup_steps: int = 256
     """Steps during which every cell is re-evaluated on each grid update."""
+    grid_sample_fraction: float = 0.0625
+    """After the warm-up, each grid update evaluates this fraction of the cells drawn uniformly,
+    plus up to as many occupied cells. nerfacc takes 0.25; 1/16 trained lego (200x200) 13% more
+    steps in 10 minutes, to a 0.16 dB higher PSNR (README)."""
     chunk_rays: int = 16384
     """Rays per chunk when rendering without gradients (evaluation, videos). Larger chunks rendered
     lego faster on 2 cores (fewer passes per view); 16384 bounds the memory of captures that march
@@ -244,6 +248,7 @@ class RenderConfig:
         require_range(self.occ_thre, "--render.occ-thre", 0)
         require_range(self.grid_update_every, "--render.grid-update-every", 1)
         require_range(self.grid_warmup_steps, "--render.grid-warmup-steps", 0)
+        require_range(self.grid_sample_fraction, "--render.grid-sample-fraction", 0, 1, low_open=True)
         require_range(self.chunk_rays, "--render.chunk-rays", 1)
 
 

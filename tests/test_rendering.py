@@ -427,7 +427,7 @@ def _grids(levels: int, seed: int, copies: int = 3):
     from nfplug.config import RenderConfig
     from nfplug.rendering.scene_renderer import SceneRenderer
 
-    config = RenderConfig(grid_resolution=24)
+    config = RenderConfig(grid_resolution=24, grid_sample_fraction=0.25)  # nerfacc's quarter
     out = []
     for _ in range(copies):
         renderer = SceneRenderer([-1.0, -0.5, -1.0, 1.0, 0.5, 1.0], 0.1, 5.0, config, levels=levels)
@@ -493,7 +493,7 @@ def test_grid_update_hand_case(monkeypatch):
     from nfplug.config import RenderConfig
     from nfplug.rendering.scene_renderer import SceneRenderer
 
-    renderer = SceneRenderer([0.0, 0.0, 0.0, 1.0, 1.0, 1.0], 0.1, 5.0, RenderConfig(grid_resolution=2, occ_thre=0.6, grid_warmup_steps=0))
+    renderer = SceneRenderer([0.0, 0.0, 0.0, 1.0, 1.0, 1.0], 0.1, 5.0, RenderConfig(grid_resolution=2, occ_thre=0.6, grid_warmup_steps=0, grid_sample_fraction=0.25))
     est = renderer.estimator
     est.occs = torch.tensor([0.2, 0.8, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     est.binaries = torch.tensor([False, True, False, False, False, False, False, False]).view(est.binaries.shape)
@@ -505,3 +505,32 @@ def test_grid_update_hand_case(monkeypatch):
     assert torch.allclose(est.occs, torch.tensor([0.5, 0.76, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
     # threshold min(1.26 / 7, 0.6) = 0.18: cells 0 and 1 are occupied
     assert est.binaries.flatten().tolist() == [True, True, False, False, False, False, False, False]
+
+
+def test_grid_update_sample_fraction(monkeypatch):
+    """After warm-up an update evaluates ``grid_sample_fraction`` of the cells drawn uniformly plus
+    at most as many occupied cells: 64 cells at 1/16 are 4 uniform draws and 4 of the 6 occupied."""
+    from nfplug.config import RenderConfig
+    from nfplug.rendering.scene_renderer import SceneRenderer
+
+    renderer = SceneRenderer([0.0] * 3 + [1.0] * 3, 0.1, 5.0, RenderConfig(grid_resolution=4, grid_warmup_steps=0, grid_sample_fraction=1 / 16))
+    est = renderer.estimator
+    est.occs = torch.zeros(64)
+    occupied = torch.tensor([3, 10, 20, 30, 40, 50])
+    est.occs[occupied] = 0.5
+    est.binaries = (est.occs > 0.01).view(est.binaries.shape)
+    calls = []
+
+    def randint(high, size, **kwargs):
+        calls.append((high, size))
+        return torch.tensor([5, 6, 7, 8]) if high == 64 else torch.tensor([0, 2, 4, 5])  # uniform, then occupied picks
+
+    monkeypatch.setattr(torch, "randint", randint)
+    seen = []
+    renderer.update_occupancy(16, lambda x: (seen.append(x.clone()), torch.full((len(x), 1), 0.9))[1])
+    assert calls == [(64, (4,)), (6, (4,))]
+    evaluated = torch.nonzero(est.occs == 0.9)[:, 0].tolist()
+    assert evaluated == [3, 5, 6, 7, 8, 20, 40, 50]
+    assert torch.equal(est.occs[[10, 30]], torch.tensor([0.5, 0.5]))  # occupied but not drawn: untouched
+    cells = (torch.cat(seen) * 4).floor().long()
+    assert sorted((cells[:, 0] * 16 + cells[:, 1] * 4 + cells[:, 2]).tolist()) == evaluated

@@ -100,8 +100,9 @@ class SceneRenderer:
         tested against: same cells, same random numbers, same result wherever nerfacc's is
         deterministic), with bounded memory, deterministic, and cheaper on the CPU.
 
-        Before ``grid_warmup_steps`` every visible cell is evaluated; afterwards a quarter of the
-        cells drawn uniformly plus up to as many occupied ones. Each evaluated cell keeps
+        Before ``grid_warmup_steps`` every visible cell is evaluated; afterwards
+        ``grid_sample_fraction`` of the cells drawn uniformly plus up to as many occupied ones
+        (nerfacc: a quarter; nfplug's default 1/16 measured faster to the same PSNR). Each evaluated cell keeps
         ``max(decay * occ, occ_eval_fn(random point in the cell))`` (a cell drawn more than once keeps
         the largest of its values). Cell positions come from the cell indices rather than a gather
         from a table of coordinates (4 ms against 27 ms for 655k cells), and ``occ_eval_fn`` sees at
@@ -115,7 +116,7 @@ class SceneRenderer:
             lvl_indices = [torch.nonzero(occs[lvl * cells : (lvl + 1) * cells] >= 0)[:, 0] for lvl in range(est.levels)]
         else:
             lvl_indices = []
-            n = cells // 4
+            n = max(1, int(cells * self.config.grid_sample_fraction))
             for lvl in range(est.levels):
                 uniform = torch.randint(cells, (n,), device=occs.device)
                 uniform = uniform[occs[lvl * cells + uniform] >= 0]
