@@ -215,3 +215,29 @@ def test_native_marcher_in_pieces_gives_the_same_samples(monkeypatch):
     pieces = marcher._march_rays_native(estimator, rays_o, rays_d, generator=torch.Generator().manual_seed(9), **kwargs)
     assert whole[0].numel() > 1000
     assert all(torch.equal(a, b) for a, b in zip(whole, pieces))
+
+
+@needs_marcher
+def test_native_marcher_sees_every_change_of_the_grid():
+    """The packed grid is cached between marches; a grid changed in place or replaced (as an update
+    does) is packed again: each march gives the samples of the grid as it is then."""
+    g = torch.Generator().manual_seed(6)
+    rays_o = torch.nn.functional.normalize(torch.randn(200, 3, generator=g), dim=-1) * 4.0
+    rays_d = torch.nn.functional.normalize(-rays_o + torch.randn(200, 3, generator=g), dim=-1)
+    kwargs = dict(near_plane=0.3, far_plane=12.0, render_step_size=0.011, stratified=False, cone_angle=0.0)
+
+    def both(estimator):
+        ref = marcher._march_rays_cpu(estimator, rays_o, rays_d, generator=None, **kwargs)
+        got = marcher._march_rays_native(estimator, rays_o, rays_d, generator=None, **kwargs)
+        return ref, got
+
+    estimator = _blob_grid(1, 0.02, seed=3)
+    first = both(estimator)[1]
+    estimator.binaries[:, :16] = False  # in place
+    ref, got = both(estimator)
+    assert got[0].numel() < first[0].numel() and got[0].numel() == ref[0].numel()
+    estimator.binaries = torch.ones_like(estimator.binaries)  # replaced
+    ref, got = both(estimator)
+    assert got[0].numel() > first[0].numel() and got[0].numel() == ref[0].numel()
+    again = both(estimator)[1]  # cached: the same
+    assert all(torch.equal(a, b) for a, b in zip(got, again))
