@@ -271,17 +271,20 @@ def test_truncated_scene_image_names_the_file(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- 6. no ray reaches the field
 
 
-@pytest.mark.parametrize("case", ["cameras look away", "tiny samples-per-cell"])
+@pytest.mark.parametrize("case", ["cameras look away", "tiny samples-per-cell", "alpha-thre"])
 def test_no_ray_reaching_the_field_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, case: str) -> None:
     root = _make_scene(tmp_path / "scene")
     extra: tuple[str, ...] = ()
     if case == "cameras look away":  # at +4 z, looking along +z: away from the box at the origin
         _set_poses(root, "train", _with_rotation(np.diag([-1.0, 1.0, -1.0])))
-    else:
+    elif case == "tiny samples-per-cell":
         extra = ("--render.samples-per-cell", "1e-9")
+    else:  # a new field's samples are all less opaque than this: the message says so
+        extra = ("--render.alpha-thre", "0.5")
     assert _train(root, tmp_path / "run", *extra) == 2
     err = _one_line_error(capsys)
     assert "steps 0-1: no training ray hit the scene's occupied volume" in err and "--render.samples-per-cell" in err, err
+    assert ("--render.alpha-thre 0.5 drops every sample" in err) == (case == "alpha-thre"), err
 
 
 def test_one_batch_that_misses_the_scene_is_skipped_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,6 +52,17 @@ class TrainResult:
     interrupted: bool
 
 
+
+def _alpha_hint(config) -> str:
+    """Why no sample may reach a new field: its opacities lie below a nonzero --render.alpha-thre."""
+    alpha = getattr(getattr(config, "render", None), "alpha_thre", 0.0)
+    if not alpha:
+        return ""
+    return (
+        f"; --render.alpha-thre {alpha:g} drops every sample less opaque than that, and a new field's "
+        f"samples are all nearly transparent (about 0.007 each on lego): try 0, the default"
+    )
+
 def learning_rate(config: Any, peak_lr: float, step: int, progress: float) -> float:
     """Linear warm-up to ``peak_lr``, then the schedule at ``progress`` (the fraction of training done):
     step decay at fractions ``decay_milestones``, or cosine annealing to ``min_lr`` at progress 1."""
@@ -250,7 +261,7 @@ def _train_in(
                         raise NfplugError(
                             f"steps {step + 1 - missed}-{step}: no training ray hit the scene's occupied volume (no sample reached "
                             f"the field); check that the cameras (poses in transforms_*.json) look at the scene box, "
-                            f"--render.samples-per-cell, and that the box lies between the near and far bounds"
+                            f"--render.samples-per-cell, and that the box lies between the near and far bounds" + _alpha_hint(config)
                         )
                 position_grad = None
                 if sampler.needs_position_grad:
