@@ -192,8 +192,9 @@ class SceneRenderer:
                     keep = visible_samples(
                         self.estimator, t_starts, t_ends, sigmas, ray_indices, n_rays, cfg.alpha_thre, cfg.early_stop_eps
                     )
-                    ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
-                    kept_work = work[keep] if work is not None else None
+                    kept = torch.nonzero(keep)[:, 0]  # once, for the four selections
+                    ray_indices, t_starts, t_ends = ray_indices[kept], t_starts[kept], t_ends[kept]
+                    kept_work = work.index_select(0, kept) if work is not None else None
 
         def rgb_sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor):
             with section("field forward: MLPs"):
