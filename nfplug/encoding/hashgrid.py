@@ -246,8 +246,8 @@ inline void corners(const float* x, const Level& lv, int64_t* row, float* w, flo
 // Reads one float per 64-byte line of a level's table slice, in address order, when the samples
 // will read more corners than the slice has rows. The hardware prefetcher streams the slice into
 // this core's cache, so the random corner reads that follow hit instead of each waiting for its own
-// miss: on 38k samples of a lego training step, forward 1.5-1.8x and table gradient 1.3-1.7x
-// (2^17-row levels, AMD EPYC, 1-2 threads); the same on 260k random points in the box.
+// miss: on 37k samples of a lego training step, forward 1.3-1.8x and table gradient 1.3-1.7x
+// (2^17-row levels, AMD EPYC, 1-2 threads); 1.1x on 260k random points in the box.
 inline void warm(const float* slice, const Level& lv, int F, int64_t n_corner_reads) {
     if ((int64_t)lv.size >= n_corner_reads) return;
     const int64_t n_floats = (int64_t)lv.size * F;
