@@ -52,7 +52,6 @@ class TrainResult:
     interrupted: bool
 
 
-
 def _alpha_hint(config) -> str:
     """Why no sample may reach a new field: its opacities lie below a nonzero --render.alpha-thre."""
     alpha = getattr(getattr(config, "render", None), "alpha_thre", 0.0)
@@ -62,6 +61,7 @@ def _alpha_hint(config) -> str:
         f"; --render.alpha-thre {alpha:g} drops every sample less opaque than that, and a new field's "
         f"samples are all nearly transparent (about 0.007 each on lego): try 0, the default"
     )
+
 
 def learning_rate(config: Any, peak_lr: float, step: int, progress: float) -> float:
     """Linear warm-up to ``peak_lr``, then the schedule at ``progress`` (the fraction of training done):
