@@ -214,8 +214,8 @@ class RenderConfig:
     """Steps during which every cell is re-evaluated on each grid update."""
     grid_sample_fraction: float = 0.0625
     """After the warm-up, each grid update evaluates this fraction of the cells drawn uniformly,
-    plus up to as many occupied cells. nerfacc takes 0.25; 1/16 trained lego (200x200) 13% more
-    steps in 10 minutes, to a 0.16 dB higher PSNR (README)."""
+    plus the occupied cells (at most a quarter of all cells, as nerfacc). nerfacc draws 0.25; 1/16
+    trained lego (200x200) 13% more steps in 10 minutes, to a 0.16 dB higher PSNR (README)."""
     chunk_rays: int = 16384
     """Rays per chunk when rendering without gradients (evaluation, videos). Larger chunks rendered
     lego faster on 2 cores (fewer passes per view); 16384 bounds the memory of captures that march

@@ -509,28 +509,37 @@ def test_grid_update_hand_case(monkeypatch):
 
 def test_grid_update_sample_fraction(monkeypatch):
     """After warm-up an update evaluates ``grid_sample_fraction`` of the cells drawn uniformly plus
-    at most as many occupied cells: 64 cells at 1/16 are 4 uniform draws and 4 of the 6 occupied."""
+    the occupied cells, at most a quarter of all cells (nerfacc's cap): 64 cells at 1/16 are 4
+    uniform draws and all 6 occupied cells; with 20 occupied, 16 of them drawn at random."""
     from nfplug.config import RenderConfig
     from nfplug.rendering.scene_renderer import SceneRenderer
 
-    renderer = SceneRenderer([0.0] * 3 + [1.0] * 3, 0.1, 5.0, RenderConfig(grid_resolution=4, grid_warmup_steps=0, grid_sample_fraction=1 / 16))
-    est = renderer.estimator
-    est.occs = torch.zeros(64)
-    occupied = torch.tensor([3, 10, 20, 30, 40, 50])
-    est.occs[occupied] = 0.5
-    est.binaries = (est.occs > 0.01).view(est.binaries.shape)
-    calls = []
+    def update(occupied):
+        config = RenderConfig(grid_resolution=4, grid_warmup_steps=0, grid_sample_fraction=1 / 16)
+        renderer = SceneRenderer([0.0] * 3 + [1.0] * 3, 0.1, 5.0, config)
+        est = renderer.estimator
+        est.occs = torch.zeros(64)
+        est.occs[occupied] = 0.5
+        est.binaries = (est.occs > 0.01).view(est.binaries.shape)
+        calls, seen = [], []
 
-    def randint(high, size, **kwargs):
-        calls.append((high, size))
-        return torch.tensor([5, 6, 7, 8]) if high == 64 else torch.tensor([0, 2, 4, 5])  # uniform, then occupied picks
+        def randint(high, size, **kwargs):
+            calls.append((high, size))
+            return torch.tensor([5, 6, 7, 8]) if high == 64 else torch.arange(size[0])  # uniform, then the first occupied
 
-    monkeypatch.setattr(torch, "randint", randint)
-    seen = []
-    renderer.update_occupancy(16, lambda x: (seen.append(x.clone()), torch.full((len(x), 1), 0.9))[1])
-    assert calls == [(64, (4,)), (6, (4,))]
-    evaluated = torch.nonzero(est.occs == 0.9)[:, 0].tolist()
-    assert evaluated == [3, 5, 6, 7, 8, 20, 40, 50]
-    assert torch.equal(est.occs[[10, 30]], torch.tensor([0.5, 0.5]))  # occupied but not drawn: untouched
-    cells = (torch.cat(seen) * 4).floor().long()
-    assert sorted((cells[:, 0] * 16 + cells[:, 1] * 4 + cells[:, 2]).tolist()) == evaluated
+        monkeypatch.setattr(torch, "randint", randint)
+        renderer.update_occupancy(16, lambda x: (seen.append(x.clone()), torch.full((len(x), 1), 0.9))[1])
+        monkeypatch.undo()
+        cells = (torch.cat(seen) * 4).floor().long()
+        drawn = sorted((cells[:, 0] * 16 + cells[:, 1] * 4 + cells[:, 2]).tolist())
+        return calls, drawn, est.occs
+
+    calls, drawn, occs = update(torch.tensor([3, 10, 20, 30, 40, 50]))
+    assert calls == [(64, (4,))]  # 6 occupied cells are under the cap of 16: all evaluated
+    assert drawn == [3, 5, 6, 7, 8, 10, 20, 30, 40, 50]
+    assert torch.nonzero(occs == 0.9)[:, 0].tolist() == drawn
+    many = torch.arange(40, 60)
+    calls, drawn, occs = update(many)
+    assert calls == [(64, (4,)), (20, (16,))]
+    assert drawn == [5, 6, 7, 8] + list(range(40, 56))  # the first 16 of the 20 occupied
+    assert torch.equal(occs[56:60], torch.full((4,), 0.5))  # occupied but not drawn: untouched

@@ -101,8 +101,9 @@ class SceneRenderer:
         deterministic), with bounded memory, deterministic, and cheaper on the CPU.
 
         Before ``grid_warmup_steps`` every visible cell is evaluated; afterwards
-        ``grid_sample_fraction`` of the cells drawn uniformly plus up to as many occupied ones
-        (nerfacc: a quarter; nfplug's default 1/16 measured faster to the same PSNR). Each
+        ``grid_sample_fraction`` of the cells drawn uniformly (nerfacc: a quarter; nfplug's default
+        1/16 measured faster to the same PSNR) plus the occupied ones, at most a quarter of the
+        cells (nerfacc's cap). Each
         evaluated cell keeps ``max(decay * occ, occ_eval_fn(random point in the cell))`` (a cell drawn more than once keeps
         the largest of its values). Cell positions come from the cell indices rather than a gather
         from a table of coordinates (4 ms against 27 ms for 655k cells), and ``occ_eval_fn`` sees at
@@ -117,12 +118,13 @@ class SceneRenderer:
         else:
             lvl_indices = []
             n = max(1, int(cells * self.config.grid_sample_fraction))
+            cap = cells // 4  # nerfacc's cap: a grid still mostly occupied is pruned as fast as in nerfacc
             for lvl in range(est.levels):
                 uniform = torch.randint(cells, (n,), device=occs.device)
                 uniform = uniform[occs[lvl * cells + uniform] >= 0]
                 occupied = torch.nonzero(est.binaries[lvl].flatten())[:, 0]
-                if n < len(occupied):
-                    occupied = occupied[torch.randint(len(occupied), (n,), device=occs.device)]
+                if cap < len(occupied):
+                    occupied = occupied[torch.randint(len(occupied), (cap,), device=occs.device)]
                 lvl_indices.append(torch.cat([uniform, occupied]))
         res_y, res_z = int(est.resolution[1]), int(est.resolution[2])
         resolution = est.resolution.to(torch.float32)
