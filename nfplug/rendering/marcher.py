@@ -319,7 +319,6 @@ _MARCH_SOURCE = r"""
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <vector>
 
 namespace {
 

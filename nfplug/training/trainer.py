@@ -54,7 +54,7 @@ class TrainResult:
 
 def _alpha_hint(config) -> str:
     """Why no sample may reach a new field: its opacities lie below a nonzero --render.alpha-thre."""
-    alpha = getattr(getattr(config, "render", None), "alpha_thre", 0.0)
+    alpha = config.render.alpha_thre
     if not alpha:
         return ""
     return (
