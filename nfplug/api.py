@@ -68,6 +68,11 @@ class FieldContext:
         resolution: ``(height, width)`` of the image in pixels (image task), for fields
             laid out on the pixel grid; ``None`` for scenes.
         n_images: training images (scene task), for per-image appearance embeddings.
+        pixel_size: scene task: the width a training pixel covers at the centre of the field's
+            box, as a fraction of the box's largest side (the median over the training cameras
+            of distance / focal length), for fields that size their finest detail to what the
+            images resolve. Object scenes only (Blender, the demo); ``None`` for captures (their
+            content lies at many distances), images, and runs from before it was recorded.
     """
 
     task: str
@@ -75,6 +80,7 @@ class FieldContext:
     out_channels: int = 3
     resolution: Optional[Tuple[int, int]] = None
     n_images: int = 0
+    pixel_size: Optional[float] = None
 
 
 class Field(nn.Module):

@@ -59,7 +59,7 @@ def export_stream(run: LoadedRun, out: Path) -> Path:
         "step": run.step,
         "config": to_json_dict(run.config, run.names),
         "context": {"task": ctx.task, "aabb": list(ctx.aabb), "out_channels": ctx.out_channels,
-                    "resolution": list(ctx.resolution) if ctx.resolution else None},
+                    "resolution": list(ctx.resolution) if ctx.resolution else None, "pixel_size": ctx.pixel_size},
         "n_parts": field.n_parts(),
         "chunks": chunks,
     }
@@ -96,7 +96,8 @@ def load_stream(folder: Path, k: Optional[int] = None, device: str = "cpu") -> T
     classes = plugin_classes(names)
     config = from_json_dict(config_type(names, classes), manifest["config"])
     c = manifest["context"]
-    context = FieldContext(c["task"], tuple(c["aabb"]), int(c["out_channels"]), tuple(c["resolution"]) if c["resolution"] else None)
+    resolution = tuple(c["resolution"]) if c["resolution"] else None
+    context = FieldContext(c["task"], tuple(c["aabb"]), int(c["out_channels"]), resolution, pixel_size=c.get("pixel_size"))
     field = classes["field"](config.field, context)
     state: Dict[str, torch.Tensor] = {}
     task_state: Dict[str, Any] = {}

@@ -20,7 +20,7 @@ from nfplug.data.colmap_model import ColmapCamera, ColmapImage, ColmapModel, rot
 from nfplug.data.formats import detect_formats, open_dataset
 from nfplug.data.normalize import SceneTransform, fit_normalization, focus_point, render_bounds, rotation_between
 from nfplug.errors import NfplugError
-from nfplug.training.scene_task import SceneTask
+from nfplug.training.scene_task import SceneTask, training_pixel_size
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 W, H = 64, 48
@@ -449,6 +449,25 @@ def test_captures_get_a_multi_level_grid_and_object_scenes_keep_their_box(tmp_pa
     assert (chosen.levels, chosen.cone_angle, chosen.near, chosen.far, chosen.aabb) == (2, 0.0, 0.05, 3.0, (-1, -1, -1, 1, 1, 0.5))
     assert chosen.field_context().aabb == (-2, -2, -1.75, 2, 2, 1.25)  # twice the box about its centre (z: -0.25 +- 1.5)
     assert chosen.setup()["grid_levels"] == 2 and chosen.setup()["far"] == 3.0
+
+
+def test_training_pixel_size_hand_case_and_where_it_is_not_defined(tmp_path: Path) -> None:
+    """distance to the box's centre / sqrt(fx fy), the median over cameras, over the box's largest
+    side: (4 / 200, 6 / 200, 2 / 200) -> 0.02, / 2 -> 0.01."""
+    centre = torch.tensor([1.0, 0.0, 0.0])
+    eyes = centre + torch.tensor([[0.0, 0.0, 4.0], [0.0, 6.0, 0.0], [2.0, 0.0, 0.0]])
+    K = torch.tensor([[[100.0, 0, 8], [0, 400.0, 8], [0, 0, 1]]] * 3)  # sqrt(100 * 400) = 200
+    cameras = Cameras(look_at(eyes, centre.expand(3, 3), torch.tensor([1.0, 1.0, 1.0])), K, 16, 16)
+    assert training_pixel_size(cameras, (0.0, -0.5, -1.0, 2.0, 0.5, 1.0)) == pytest.approx(0.01)
+    demo = SceneTask(DataConfig(path="demo"), RenderConfig(grid_resolution=16), torch.device("cpu"))
+    assert demo.field_context().pixel_size == pytest.approx(0.0150, rel=1e-3) == demo.setup()["pixel_size"]
+    make_colmap(tmp_path / "cap")
+    capture = SceneTask(DataConfig(path=str(tmp_path / "cap")), RenderConfig(grid_resolution=16), torch.device("cpu"))
+    assert capture.field_context().pixel_size is None  # content at many distances
+    one_level = SceneTask(DataConfig(path=str(tmp_path / "cap")), RenderConfig(grid_resolution=16, grid_levels=1), torch.device("cpu"))
+    assert one_level.field_context().pixel_size is None
+    two_levels = SceneTask(DataConfig(path="demo"), RenderConfig(grid_resolution=16, grid_levels=2), torch.device("cpu"))
+    assert two_levels.field_context().pixel_size is None  # the object's box is no longer the field's
 
 
 def test_bad_render_options(capsys: pytest.CaptureFixture) -> None:

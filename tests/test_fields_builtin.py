@@ -168,7 +168,28 @@ def test_builtin_fields_and_ngp_options_parse_from_argv() -> None:
     assert CLASSES["asmr"].tasks == ("image",)
     config = tyro.cli(NGPField.Config, args=["--log2-hashmap-size", "15", "--density-activation", "softplus"])
     assert config.log2_hashmap_size == 15 and config.density_activation == "softplus"
-    assert NGPField.Config().n_levels == 16 and NGPField.Config().max_resolution == 2048
+    config = tyro.cli(NGPField.Config, args=["--n-levels", "12", "--max-resolution", "512"])
+    assert config.n_levels == 12 and config.max_resolution == 512
+    assert NGPField.Config().n_levels is None and NGPField.Config().max_resolution is None  # sized by the images
+
+
+def _grid(pixel_size: Any, **options: Any) -> Tuple[int, int]:
+    field = NGPField(NGPField.Config(log2_hashmap_size=10, **options), FieldContext("scene", SCENE.aabb, 3, pixel_size=pixel_size))
+    return field.grid.layout.n_levels, field.grid.layout.resolutions[-1]
+
+
+def test_ngp_scene_grid_follows_the_training_pixels() -> None:
+    """Hand cases: 2 / pixel_size cells, the power of two nearest in log2, at most 2048; the levels
+    grow by (2048 / 16)^(1/15) each, so ``1 + round(log(max / 16) / log(growth))``."""
+    assert _grid(None) == (16, 2048)  # captures and old runs: instant-ngp's grid
+    assert _grid(0.01) == (10, 256)  # 200 cells: 2^7.64 -> 256; log(16) / 0.3234 = 8.57 -> 10 levels
+    assert _grid(0.0048) == (12, 512)  # lego at 200x200 (4.03 / 277.8 / 3): 417 cells -> 512
+    assert _grid(0.0026) == (14, 1024)  # 769 cells: 2^9.59 -> 1024; log(64) / 0.3234 = 12.86 -> 14
+    assert _grid(1e-5) == (16, 2048)  # finer images: never above instant-ngp's 2048
+    assert _grid(1.0) == (1, 16)  # a pixel as wide as the box: one level at the base resolution
+    assert _grid(0.01, max_resolution=1024) == (14, 1024)  # an explicit max keeps instant-ngp's growth
+    assert _grid(0.01, n_levels=16) == (16, 256)  # explicit levels over the images' resolution
+    assert _grid(None, n_levels=8, max_resolution=64) == (8, 64)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

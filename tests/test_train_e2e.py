@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -33,6 +34,17 @@ def test_demo_training_reaches_quality_floor(demo_run):
     assert config["plugins"] == {"field": "ngp", "init": "default", "sampler": "uniform"}
     assert (demo_run / "curves.png").stat().st_size > 0
     assert list((demo_run / "tensorboard").iterdir())
+
+
+def test_the_demo_grid_follows_its_pixels_and_reloads_as_trained(demo_run):
+    """The demo's 64-pixel views from radius 4 (focal 32 / tan(0.3456) = 88.9 px) see 4 / 88.9 =
+    0.0450 units a pixel, 0.0150 of the 3-unit box: 133 cells round to 128, 7 levels; eval,
+    render and export rebuild that grid from scene.json (the checkpoint would not load otherwise)."""
+    from nfplug.training.run import load_run
+
+    assert json.loads((demo_run / "scene.json").read_text())["pixel_size"] == pytest.approx(4 / (32 / math.tan(0.5 * 0.6911112070083618)) / 3)
+    layout = load_run(demo_run).field.grid.layout
+    assert (layout.n_levels, layout.resolutions[-1]) == (7, 128)
 
 
 def test_eval_writes_metrics(demo_run, capsys):

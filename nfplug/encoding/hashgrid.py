@@ -517,10 +517,18 @@ class HashGrid(nn.Module):
         self.use_kernel = use_kernel
         self.table = nn.Parameter(torch.empty(self.layout.n_params, n_features).uniform_(-1e-4, 1e-4))
         self._lt = _LayoutTensors(self.layout)
+        self.log2_hashmap_size = log2_hashmap_size
 
     @property
     def out_dim(self) -> int:
         return self.layout.out_dim
+
+    def extra_repr(self) -> str:
+        lay = self.layout
+        return (
+            f"{lay.dim}D, {lay.n_levels} levels of {lay.n_features} features, {lay.resolutions[0]} to "
+            f"{lay.resolutions[-1]} cells a side, at most 2^{self.log2_hashmap_size} rows a level"
+        )
 
     def forward(self, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
         """``features``: this encoding of ``x``, computed earlier without gradients (by the same

@@ -49,6 +49,15 @@ def unbounded_levels(aabb_scale: Optional[float]) -> int:
     return int(np.clip(round(np.log2(max(aabb_scale, 1.0))) + 1, 1, 8))
 
 
+def training_pixel_size(cameras: Cameras, box: tuple) -> float:
+    """The width a pixel covers at the centre of ``box`` (``[6]``), as a fraction of the box's
+    largest side: the median over ``cameras`` of distance to the centre / focal length (pixels)."""
+    lo, hi = torch.tensor(box[:3], dtype=torch.float64), torch.tensor(box[3:], dtype=torch.float64)
+    distance = (cameras.c2w[:, :, 3].double() - (lo + hi) / 2).norm(dim=-1)
+    focal = (cameras.K[:, 0, 0].double() * cameras.K[:, 1, 1].double()).sqrt()
+    return float((distance / focal).median()) / float((hi - lo).max())
+
+
 def resolve_scene_root(path: str) -> Path:
     """'demo' is the built-in procedural scene (generated on first use)."""
     return ensure_demo_scene() if path == "demo" else Path(path)
@@ -152,6 +161,7 @@ class SceneTask:
         hints = self.dataset.hints()
         cfg = self.render_config
         self.layout, self.aabb_scale = hints.layout, hints.aabb_scale
+        self.object_scene = not hints.normalize
         self.transform = SceneTransform.identity()
         train = None
         if hints.normalize:
@@ -253,6 +263,7 @@ class SceneTask:
             self.aabb_scale = float(values["aabb_scale"]) if values.get("aabb_scale") is not None else None
             self.space = SceneSpace.from_json(values.get("space"))
             self._n_train_images = int(values.get("train_images", 0))
+            self._pixel_size = float(values["pixel_size"]) if values.get("pixel_size") is not None else None
             # Runs from before 'auto' existed trained on the background their config names (white by default).
             self.background_kind = str(values.get("background", self.data.background if self.data.background != "auto" else "white"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
@@ -261,6 +272,8 @@ class SceneTask:
             raise NfplugError(f"{path}: 'aabb' must be 6 numbers with min < max and 0 <= near < far")
         if not 1 <= self.levels <= 12 or not 0 <= self.cone_angle <= 1:
             raise NfplugError(f"{path}: 'grid_levels' must be 1 to 12 and 'cone_angle' 0 to 1")
+        if self._pixel_size is not None and not 0 < self._pixel_size < float("inf"):
+            raise NfplugError(f"{path}: 'pixel_size' must be a positive number, got {self._pixel_size}")
         if self.background_kind not in BACKGROUNDS:
             raise NfplugError(f"{path}: 'background' must be one of {', '.join(BACKGROUNDS)}, got {self.background_kind!r}")
 
@@ -291,6 +304,7 @@ class SceneTask:
             "space": self.space.to_json(),
             "field_aabb": list(self.space.field_aabb(self.field_box())),
             "train_images": self.n_train_images,
+            "pixel_size": self.pixel_size,
             "near": self.near,
             "far": self.far,
             "depth_bounds": list(self.depth_bounds),
@@ -335,7 +349,23 @@ class SceneTask:
         return self._splits[name]
 
     def field_context(self) -> FieldContext:
-        return FieldContext(task="scene", aabb=self.space.field_aabb(self.field_box()), out_channels=3, n_images=self.n_train_images)
+        return FieldContext(
+            task="scene", aabb=self.space.field_aabb(self.field_box()), out_channels=3, n_images=self.n_train_images, pixel_size=self.pixel_size
+        )
+
+    @property
+    def pixel_size(self) -> Optional[float]:
+        """:attr:`FieldContext.pixel_size`: from the training cameras, or from ``scene.json``. Only for
+        object scenes in their own box (Blender, the demo); ``None`` for captures (their content
+        lies at many distances, and the rule it feeds was measured on objects) and for object scenes
+        given several grid levels, a contraction or NDC rays."""
+        if hasattr(self, "_pixel_size"):
+            return self._pixel_size
+        if not self.object_scene or self.levels != 1 or self.space.rays != "world" or self.space.contraction != "none":
+            return None
+        if "train" not in self._splits:
+            return None
+        return training_pixel_size(self._splits["train"].cameras, self.field_box())
 
     @property
     def scene_name(self) -> str:

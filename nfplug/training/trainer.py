@@ -103,6 +103,8 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
         tqdm.write(f"nfplug: {describe_rendering(device)}")
     classes = plugin_classes(names)
     field = build_field(config, names, classes, task.field_context(), device, generator)
+    detail = field.extra_repr()
+    tqdm.write(f"nfplug: field: {names['field']}, {sum(p.numel() for p in field.parameters()):,} parameters{'; ' + detail if detail else ''}")
 
     run_dir = Path(resume_dir or config.output or default_run_dir(config, names, task.scene_name))
     with open_run_dir(run_dir, resume=resume_dir is not None):  # writable, locked, not a finished run

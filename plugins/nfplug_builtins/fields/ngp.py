@@ -12,6 +12,7 @@ against (``field.fused = False``) and the path on other devices.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Optional, Tuple, Union
 
@@ -32,23 +33,50 @@ FEATURES_PER_LEVEL = (1, 2, 4, 8)  # the kernel's
 MAX_LOG2_HASHMAP_SIZE = 31  # the kernel indexes a level's table with uint32
 
 
-def validate_hash_grid(c: object, grids: Tuple[Tuple[str, int, int], ...]) -> None:
-    """The hash-grid options shared by ``ngp`` and ``streamable`` (``c.n_levels``,
-    ``c.n_features_per_level``, ``c.log2_hashmap_size``, ``c.base_resolution``), and the memory
-    of the largest of ``grids`` (``(task, dim, max_resolution)``): its float32 tables, their
-    gradients and Adam's two moments must fit in the machine's memory."""
-    require_range(c.n_levels, "--field.n-levels", 1, MAX_LEVELS)
+def validate_hash_grid(c: object, grids: Tuple[Tuple[str, int, int, int], ...]) -> None:
+    """The hash-grid options shared by ``ngp`` and ``streamable`` (``c.n_features_per_level``,
+    ``c.log2_hashmap_size``, ``c.base_resolution``), and the memory of the largest of ``grids``
+    (``(task, dim, n_levels, max_resolution)``): its float32 tables, their gradients and Adam's
+    two moments must fit in the machine's memory."""
+    for _, _, n_levels, _ in grids:
+        require_range(n_levels, "--field.n-levels", 1, MAX_LEVELS)
     require_choice(c.n_features_per_level, "--field.n-features-per-level", FEATURES_PER_LEVEL)
     require_range(c.base_resolution, "--field.base-resolution", 1, MAX_RESOLUTION)
     log2 = min(max(c.log2_hashmap_size, 0), 64)  # the estimate must not build a huge integer
     tables = []
-    for task, dim, max_res in grids:
-        layout = grid_layout(dim, c.n_levels, c.n_features_per_level, log2, c.base_resolution, max_res)
+    for task, dim, n_levels, max_res in grids:
+        layout = grid_layout(dim, n_levels, c.n_features_per_level, log2, c.base_resolution, max_res)
         tables.append((layout.n_params * c.n_features_per_level * 4, task))
     table, task = max(tables)
     what = f"a {task}'s hash tables ({table / 1e9:.1f} GB), with their gradients and Adam's moments,"
     check_memory(4 * table, "--field.log2-hashmap-size", what)
     require_range(c.log2_hashmap_size, "--field.log2-hashmap-size", 1, MAX_LOG2_HASHMAP_SIZE)
+
+
+DEFAULT_LEVELS = 16
+DEFAULT_MAX_RESOLUTION = 2048
+LEVEL_GROWTH = (2048 / 16) ** (1 / 15)
+"""Resolution growth from one level to the next in instant-ngp's default (16 levels, 16 to 2048 cells)."""
+
+
+def levels_for(max_resolution: int, base_resolution: int) -> int:
+    """Enough levels to grow from ``base_resolution`` to ``max_resolution`` by :data:`LEVEL_GROWTH`
+    a level (16 for 16 to 2048)."""
+    return 1 + max(0, round(math.log(max_resolution / base_resolution) / math.log(LEVEL_GROWTH)))
+
+
+def scene_grid_size(c: "NGPField.Config", pixel_size: Optional[float]) -> Tuple[int, int]:
+    """``(n_levels, max_resolution)`` of a scene's hash grid. Unset options follow the training
+    images: the finest level gets about two cells a pixel (``2 / pixel_size``, the power of two
+    nearest in log scale, at most 2048 and at least the base resolution), the levels keep
+    instant-ngp's growth. Without a pixel size (captures): instant-ngp's 16 levels up to 2048."""
+    max_res = c.max_resolution
+    if max_res is None:
+        max_res = DEFAULT_MAX_RESOLUTION
+        if pixel_size is not None:
+            max_res = int(min(DEFAULT_MAX_RESOLUTION, max(c.base_resolution, 2 ** round(math.log2(2 / pixel_size)))))
+    n_levels = c.n_levels if c.n_levels is not None else levels_for(max_res, c.base_resolution)
+    return n_levels, max_res
 
 
 class _TruncExp(torch.autograd.Function):
@@ -85,8 +113,9 @@ class NGPField(Field):
 
     @dataclass(frozen=True)
     class Config:
-        n_levels: int = 16
-        """Number of grid levels L."""
+        n_levels: Optional[int] = None
+        """Number of grid levels L. Default: 16 for images; for scenes, enough levels to grow from
+        the base to the max resolution by instant-ngp's factor per level (16 for 16 to 2048)."""
         n_features_per_level: int = 2
         """Features per level F (the kernel supports 1, 2, 4, 8)."""
         log2_hashmap_size: int = 17
@@ -95,8 +124,10 @@ class NGPField(Field):
         parameters."""
         base_resolution: int = 16
         """Coarsest grid resolution N_min (cells per side)."""
-        max_resolution: int = 2048
-        """Finest grid resolution N_max for scenes (cells per side of the aabb)."""
+        max_resolution: Optional[int] = None
+        """Finest grid resolution N_max for scenes (cells per side of the field's box). Default: about
+        two cells per training pixel at the scene's centre (a power of two, at most 2048: 256 for lego
+        at 100x100, 512 at 200x200, 1024 at 400x400); 2048 for captures."""
         image_max_resolution: int = 128
         """Finest grid resolution N_max for the image task; about the image's larger side
         (128 suits the 100x100 lego images; finer levels only memorise pixels)."""
@@ -113,9 +144,17 @@ class NGPField(Field):
 
         def validate(self) -> None:
             require_range(self.appearance_dim, "--field.appearance-dim", 0, 1024)
-            require_range(self.max_resolution, "--field.max-resolution", 1, MAX_RESOLUTION)
+            if self.max_resolution is not None:
+                require_range(self.max_resolution, "--field.max-resolution", 1, MAX_RESOLUTION)
             require_range(self.image_max_resolution, "--field.image-max-resolution", 1, MAX_RESOLUTION)
-            validate_hash_grid(self, (("scene", 3, self.max_resolution), ("image", 2, self.image_max_resolution)))
+            if self.n_levels is not None:
+                require_range(self.n_levels, "--field.n-levels", 1, MAX_LEVELS)
+            require_range(self.base_resolution, "--field.base-resolution", 1, MAX_RESOLUTION)
+            image_levels = self.n_levels or DEFAULT_LEVELS
+            # The largest scene grid these options can give (the unset ones at their largest).
+            scene_levels, scene_res = scene_grid_size(self, None)
+            grids = (("scene", 3, scene_levels, scene_res), ("image", 2, image_levels, self.image_max_resolution))
+            validate_hash_grid(self, grids)
             require_range(self.hidden_dim, "--field.hidden-dim", 1)
             require_range(self.geo_feat_dim, "--field.geo-feat-dim", 0)
             require_choice(self.density_activation, "--field.density-activation", ("trunc_exp", "softplus"))
@@ -127,14 +166,16 @@ class NGPField(Field):
         super().__init__(config, context)
         c = config  # validated by Field.__init__ (Config.validate); the rest depends on the task
         dim = 3 if context.task == "scene" else 2
-        max_res = c.max_resolution if context.task == "scene" else c.image_max_resolution
+        if context.task == "scene":
+            n_levels, max_res = scene_grid_size(c, context.pixel_size)
+        else:
+            n_levels, max_res = c.n_levels or DEFAULT_LEVELS, c.image_max_resolution
         if not 1 <= c.base_resolution <= max_res:
             raise NfplugError(
                 f"--field.base-resolution ({c.base_resolution}) must be between 1 and the max resolution ({max_res})"
             )
-        self.grid = HashGrid(
-            dim, c.n_levels, c.n_features_per_level, c.log2_hashmap_size, c.base_resolution, max_res
-        )
+        self.grid = HashGrid(dim, n_levels, c.n_features_per_level, c.log2_hashmap_size, c.base_resolution, max_res)
+        self._sized_by_pixels = context.task == "scene" and context.pixel_size is not None and c.max_resolution is None
         if context.task == "scene":
             self.density_mlp = _mlp(self.grid.out_dim, c.hidden_dim, 1, 1 + c.geo_feat_dim)
             self.appearance = AppearanceEmbedding(context.n_images, c.appearance_dim) if c.appearance_dim else None
@@ -143,6 +184,10 @@ class NGPField(Field):
             self.image_mlp = _mlp(self.grid.out_dim, c.hidden_dim, 2, context.out_channels)
         self.fused = True
         """Scene task on the CPU: run both MLPs in the fused C++ kernel (False: the PyTorch modules)."""
+
+    def extra_repr(self) -> str:
+        why = f" (two cells a training pixel: --field.max-resolution sets it)" if self._sized_by_pixels else ""
+        return f"hash grid {self.grid.extra_repr()}{why}"
 
     def _mlp_weights(self) -> list:
         return [self.density_mlp[0].weight, self.density_mlp[2].weight, self.color_mlp[0].weight, self.color_mlp[2].weight, self.color_mlp[4].weight]

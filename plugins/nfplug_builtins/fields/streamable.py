@@ -111,7 +111,7 @@ class StreamableField(Field):
             require_range(self.hidden_layers, "--field.hidden-layers", 0)
             require_range(self.omega_0, "--field.omega-0", 0, low_open=True)
             require_range(self.max_resolution, "--field.max-resolution", 1, MAX_RESOLUTION)
-            validate_hash_grid(self, (("scene", 3, self.max_resolution),))
+            validate_hash_grid(self, (("scene", 3, self.n_levels, self.max_resolution),))
             check(self.base_resolution <= self.max_resolution, "--field.base-resolution", f"must be at most --field.max-resolution ({self.max_resolution})")
             require_range(self.geo_feat_dim, "--field.geo-feat-dim", 0)
 
