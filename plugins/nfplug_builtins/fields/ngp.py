@@ -186,7 +186,7 @@ class NGPField(Field):
         """Scene task on the CPU: run both MLPs in the fused C++ kernel (False: the PyTorch modules)."""
 
     def extra_repr(self) -> str:
-        why = f" (two cells a training pixel: --field.max-resolution sets it)" if self._sized_by_pixels else ""
+        why = " (about two cells a training pixel; --field.max-resolution sets it)" if self._sized_by_pixels else ""
         return f"hash grid {self.grid.extra_repr()}{why}"
 
     def _mlp_weights(self) -> list:
