@@ -203,7 +203,9 @@ class RenderConfig:
     render_step: Optional[float] = None
     """Ray-marching step in the marched space's units, instead of the one --render.samples-per-cell gives."""
     alpha_thre: float = 0.0
-    """Skip samples whose opacity is below this (nerfacc alpha_thre)."""
+    """Skip samples whose opacity is below this (nerfacc alpha_thre, capped at the grid's mean
+    occupancy as nerfacc does). Training applies it from the end of the grid warm-up on: a new
+    field's samples are all nearly transparent."""
     early_stop_eps: float = 1e-4
     """Stop marching a ray once its transmittance drops below this."""
     occ_thre: float = 0.01

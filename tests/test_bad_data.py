@@ -275,16 +275,30 @@ def test_truncated_scene_image_names_the_file(tmp_path: Path) -> None:
 def test_no_ray_reaching_the_field_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, case: str) -> None:
     root = _make_scene(tmp_path / "scene")
     extra: tuple[str, ...] = ()
-    if case == "cameras look away":  # at +4 z, looking along +z: away from the box at the origin
+    if case in ("cameras look away", "alpha-thre"):  # at +4 z, looking along +z: away from the box at the origin
         _set_poses(root, "train", _with_rotation(np.diag([-1.0, 1.0, -1.0])))
-    elif case == "tiny samples-per-cell":
+    if case == "tiny samples-per-cell":
         extra = ("--render.samples-per-cell", "1e-9")
-    else:  # a new field's samples are all less opaque than this: the message says so
-        extra = ("--render.alpha-thre", "0.5")
+    elif case == "alpha-thre":  # a threshold set: the message names it as a possible cause too
+        extra = ("--render.alpha-thre", "0.5", "--render.grid-warmup-steps", "0")
     assert _train(root, tmp_path / "run", *extra) == 2
     err = _one_line_error(capsys)
     assert "steps 0-1: no training ray hit the scene's occupied volume" in err and "--render.samples-per-cell" in err, err
     assert ("--render.alpha-thre 0.5 drops every sample" in err) == (case == "alpha-thre"), err
+
+
+def test_alpha_thre_waits_for_the_grid_warm_up(tmp_path: Path) -> None:
+    """The same threshold trains when it starts after the warm-up (the default 256 steps), as the
+    renderer's threshold is 0 until then and the option's value from then on and for rendering."""
+    from nfplug.config import RenderConfig
+    from nfplug.rendering.scene_renderer import SceneRenderer
+
+    assert _train(_make_scene(tmp_path / "scene"), tmp_path / "run", "--render.alpha-thre", "0.5") == 0
+    renderer = SceneRenderer((-1.0, -1.0, -1.0, 1.0, 1.0, 1.0), 2.0, 6.0, RenderConfig(alpha_thre=0.01, grid_warmup_steps=256))
+    assert renderer.alpha_thre == 0.01  # rendering a trained field
+    for step, expected in ((1, 0.0), (255, 0.0), (257, 0.01), (1001, 0.01)):  # not update steps: no field call
+        renderer.update_grid(step, None)
+        assert renderer.alpha_thre == expected, step
 
 
 def test_one_batch_that_misses_the_scene_is_skipped_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

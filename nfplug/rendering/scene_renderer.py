@@ -64,6 +64,10 @@ class SceneRenderer:
         cell_diagonal = math.sqrt(3.0) * extent / config.grid_resolution
         self.render_step_size = config.render_step or cell_diagonal / config.samples_per_cell
         self.grid_recoveries = 0
+        self.alpha_thre = config.alpha_thre
+        """The opacity below which samples are skipped now: 0 while training is in the grid warm-up
+        (a new field's samples are all nearly transparent), ``config.alpha_thre`` after it and when
+        rendering a trained field."""
 
     def to(self, device: torch.device) -> "SceneRenderer":
         self.estimator = self.estimator.to(device)
@@ -83,6 +87,7 @@ class SceneRenderer:
         background forever; re-opening every visible cell lets it recover.
         """
         cfg = self.config
+        self.alpha_thre = cfg.alpha_thre if step >= cfg.grid_warmup_steps else 0.0
         if step % cfg.grid_update_every != 0:
             return False
         self.update_occupancy(step, lambda x: field.density(self.space.to_field(x)) * self.render_step_size)
@@ -181,18 +186,18 @@ class SceneRenderer:
         with section("march"):
             options = dict(
                 near_plane=self.near_plane, far_plane=self.far_plane, render_step_size=self.render_step_size,
-                cone_angle=self.cone_angle, alpha_thre=cfg.alpha_thre, early_stop_eps=cfg.early_stop_eps,
+                cone_angle=self.cone_angle, alpha_thre=self.alpha_thre, early_stop_eps=cfg.early_stop_eps,
                 stratified=stratified, generator=generator,
             )
             if use_nerfacc_kernels(origins):
                 ray_indices, t_starts, t_ends = march_rays(self.estimator, origins, dirs, sigma_fn=sigma_fn, **options)
             else:  # the density test here, so that its work can be reused for the samples it keeps
                 ray_indices, t_starts, t_ends = march_rays(self.estimator, origins, dirs, **options)
-                if t_starts.numel() > 0 and (cfg.alpha_thre > 0.0 or cfg.early_stop_eps > 0.0):
+                if t_starts.numel() > 0 and (self.alpha_thre > 0.0 or cfg.early_stop_eps > 0.0):
                     with torch.no_grad(), section("field: density for marching (no grad)", whole=True):
                         sigmas, work = field.density_for_marching(marching_positions(t_starts, t_ends, ray_indices))
                     keep = visible_samples(
-                        self.estimator, t_starts, t_ends, sigmas, ray_indices, n_rays, cfg.alpha_thre, cfg.early_stop_eps
+                        self.estimator, t_starts, t_ends, sigmas, ray_indices, n_rays, self.alpha_thre, cfg.early_stop_eps
                     )
                     kept = torch.nonzero(keep)[:, 0]  # once, for the four selections
                     ray_indices, t_starts, t_ends = ray_indices[kept], t_starts[kept], t_ends[kept]

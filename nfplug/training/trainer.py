@@ -58,8 +58,9 @@ def _alpha_hint(config) -> str:
     if not alpha:
         return ""
     return (
-        f"; --render.alpha-thre {alpha:g} drops every sample less opaque than that, and a new field's "
-        f"samples are all nearly transparent (about 0.007 each on lego): try 0, the default"
+        f"; --render.alpha-thre {alpha:g} drops every sample less opaque than that (from step "
+        f"--render.grid-warmup-steps on), and a field that has not learned the scene yet has only "
+        f"nearly transparent samples (about 0.007 each on lego): try a lower value, or 0"
     )
 
 
