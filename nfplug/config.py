@@ -198,8 +198,10 @@ class RenderConfig:
     distortion_weight: float = 0.0
     """Training: weight of mip-NeRF 360's distortion loss (pulls each ray's weight into one short
     interval, against floaters and fog; distances as fractions of the far plane). 0: off."""
-    samples_per_cell: float = 2.0
-    """Ray-marching step = cell diagonal / samples_per_cell (render_step_size)."""
+    samples_per_cell: Optional[float] = None
+    """Ray-marching step = cell diagonal / samples_per_cell (render_step_size). Default: for object
+    scenes (Blender, the demo) a step as wide as a training pixel at the box's centre, within 2 to
+    3 samples a cell (lego: 2 at 100x100, 2.8 at 200x200; README); 2 for captures."""
     render_step: Optional[float] = None
     """Ray-marching step in the marched space's units, instead of the one --render.samples-per-cell gives."""
     alpha_thre: float = 0.0
@@ -241,7 +243,8 @@ class RenderConfig:
         # (3 x int64) and index (int64) per cell of one level.
         res, levels = self.grid_resolution, self.grid_levels or 4
         check_memory(res**3 * (5 * levels + 32), "--render.grid-resolution", f"the occupancy grid ({levels} level(s) of {res}^3 cells)")
-        require_range(self.samples_per_cell, "--render.samples-per-cell", 0, low_open=True)
+        if self.samples_per_cell is not None:
+            require_range(self.samples_per_cell, "--render.samples-per-cell", 0, low_open=True)
         require_range(self.distortion_weight, "--render.distortion-weight", 0)
         if self.render_step is not None:
             require_range(self.render_step, "--render.render-step", 0, low_open=True)

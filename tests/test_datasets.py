@@ -20,7 +20,7 @@ from nfplug.data.colmap_model import ColmapCamera, ColmapImage, ColmapModel, rot
 from nfplug.data.formats import detect_formats, open_dataset
 from nfplug.data.normalize import SceneTransform, fit_normalization, focus_point, render_bounds, rotation_between
 from nfplug.errors import NfplugError
-from nfplug.training.scene_task import SceneTask, training_pixel_size
+from nfplug.training.scene_task import SceneTask, object_samples_per_cell, training_pixel_size
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 W, H = 64, 48
@@ -439,13 +439,20 @@ def test_captures_get_a_multi_level_grid_and_object_scenes_keep_their_box(tmp_pa
     assert (demo.levels, demo.cone_angle, demo.near, demo.far) == (1, 0.0, 2.0, 6.0)
     assert demo.background_kind == "white" and demo.learned_background is None
     assert demo.field_context().aabb == (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
+    # Object scenes march a pixel's width (within 2 to 3 samples a cell diagonal), captures 2: the
+    # demo's pixel is 0.015 of the box, so 16 cells need sqrt(3) / (16 * 0.015) = 7.2 -> 3, 128 cells 0.90 -> 2.
+    assert (demo.samples_per_cell, capture.samples_per_cell) == (3.0, 2.0) == (demo.setup()["samples_per_cell"], capture.setup()["samples_per_cell"])
+    assert demo.renderer.render_step_size == pytest.approx(math.sqrt(3) * 3 / 16 / 3)
+    assert (object_samples_per_cell(0.015, 128), object_samples_per_cell(None, 16)) == (2.0, 2.0)
+    assert object_samples_per_cell(4.03 / 277.8 / 3, 128) == pytest.approx(2.80, abs=0.01)  # lego at 200x200
 
     make_llff(tmp_path / "ff")
     forward = SceneTask(DataConfig(path=str(tmp_path / "ff")), RenderConfig(grid_resolution=16), torch.device("cpu"))
     assert (forward.layout, forward.levels) == ("360", 4)  # LLFF's ring converges: 360 (side by side: the test below)
 
-    options = RenderConfig(grid_resolution=16, grid_levels=2, cone_angle=0.0, near=0.05, far=3.0, aabb=(-1, -1, -1, 1, 1, 0.5))
+    options = RenderConfig(grid_resolution=16, grid_levels=2, cone_angle=0.0, near=0.05, far=3.0, aabb=(-1, -1, -1, 1, 1, 0.5), samples_per_cell=2.5)
     chosen = SceneTask(DataConfig(path=str(tmp_path / "cap")), options, torch.device("cpu"))
+    assert chosen.samples_per_cell == 2.5 and chosen.renderer.render_step_size == pytest.approx(math.sqrt(3) * 2 / 16 / 2.5)
     assert (chosen.levels, chosen.cone_angle, chosen.near, chosen.far, chosen.aabb) == (2, 0.0, 0.05, 3.0, (-1, -1, -1, 1, 1, 0.5))
     assert chosen.field_context().aabb == (-2, -2, -1.75, 2, 2, 1.25)  # twice the box about its centre (z: -0.25 +- 1.5)
     assert chosen.setup()["grid_levels"] == 2 and chosen.setup()["far"] == 3.0

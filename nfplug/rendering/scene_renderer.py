@@ -26,6 +26,8 @@ from nfplug.rendering.volrend import distortion, render_rays
 
 
 GRID_CHUNK = 1 << 18  # points per occ_eval_fn call in a grid update
+DEFAULT_SAMPLES_PER_CELL = 2.0
+"""Marching samples per grid-cell diagonal without --render.samples-per-cell (captures; object scenes get 3)."""
 
 
 @dataclass
@@ -48,11 +50,13 @@ class SceneRenderer:
         cone_angle: marching steps grow as ``max(step, t * cone_angle)``.
         space: marching space (world or NDC rays) and field space (contraction);
             ``aabb``, near and far are in marching space.
+        samples_per_cell: marching step = cell diagonal / this (the scene's default when
+            ``config.samples_per_cell`` is unset; :data:`DEFAULT_SAMPLES_PER_CELL` when both are).
     """
 
     def __init__(
         self, aabb: Sequence[float], near_plane: float, far_plane: float, config: RenderConfig, *, levels: int = 1, cone_angle: float = 0.0,
-        space: Optional[SceneSpace] = None,
+        space: Optional[SceneSpace] = None, samples_per_cell: Optional[float] = None,
     ) -> None:
         self.config = config
         self.space = space or SceneSpace()
@@ -62,7 +66,8 @@ class SceneRenderer:
         self.estimator = nerfacc.OccGridEstimator(roi_aabb=list(aabb), resolution=config.grid_resolution, levels=levels)
         extent = max(aabb[3 + i] - aabb[i] for i in range(3))
         cell_diagonal = math.sqrt(3.0) * extent / config.grid_resolution
-        self.render_step_size = config.render_step or cell_diagonal / config.samples_per_cell
+        samples_per_cell = config.samples_per_cell or samples_per_cell or DEFAULT_SAMPLES_PER_CELL
+        self.render_step_size = config.render_step or cell_diagonal / samples_per_cell
         self.grid_recoveries = 0
         self.alpha_thre = config.alpha_thre
         """The opacity below which samples are skipped now: 0 while training is in the grid warm-up

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, get_args, get_type_hints
@@ -21,7 +22,7 @@ from nfplug.data.scene import SceneSplit
 from nfplug.errors import NfplugError, fail
 from nfplug.profiling import section
 from nfplug.rendering.background import LearnedBackground
-from nfplug.rendering.scene_renderer import SceneRenderer
+from nfplug.rendering.scene_renderer import DEFAULT_SAMPLES_PER_CELL, SceneRenderer
 from nfplug.rendering.space import SceneSpace, mean_camera_w2c, ndc_box
 
 
@@ -29,6 +30,10 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 FORWARD_FACING_RAYS = "world"
 """Rays for forward-facing captures by default: world rays beat NDC rays on fern in 10 minutes
 (README, ``tools/bench_real.py --groups fern-rays``)."""
+OBJECT_SAMPLES_PER_CELL = (2.0, 3.0)
+"""The range of object scenes' default marching samples per grid-cell diagonal (README): lego at
+200x200 reached 0.3 dB more in 10 minutes with 3 than with 2 (0.67 dB less with 1.5), and at
+100x100 0.1 dB less with 3 than with 2."""
 UNBOUNDED_CONTRACTION = "none"
 """Field space for unbounded captures by default (measured on fern and cup_360: README, tools/bench_real.py)."""
 BACKGROUNDS = tuple(kind for kind in get_args(get_type_hints(DataConfig)["background"]) if kind != "auto")
@@ -56,6 +61,16 @@ def training_pixel_size(cameras: Cameras, box: tuple) -> float:
     distance = (cameras.c2w[:, :, 3].double() - (lo + hi) / 2).norm(dim=-1)
     focal = (cameras.K[:, 0, 0].double() * cameras.K[:, 1, 1].double()).sqrt()
     return float((distance / focal).median()) / float((hi - lo).max())
+
+
+def object_samples_per_cell(pixel_size: Optional[float], grid_resolution: int) -> float:
+    """An object scene's default marching samples per grid-cell diagonal: one a training pixel's
+    width at the box's centre (``sqrt(3) / (resolution * pixel_size)``), within
+    :data:`OBJECT_SAMPLES_PER_CELL`, the range measured; 2 without a pixel size."""
+    if pixel_size is None:
+        return DEFAULT_SAMPLES_PER_CELL
+    low, high = OBJECT_SAMPLES_PER_CELL
+    return float(min(high, max(low, math.sqrt(3.0) / (grid_resolution * pixel_size))))
 
 
 def resolve_scene_root(path: str) -> Path:
@@ -135,10 +150,13 @@ class SceneTask:
         if load_train:  # the held-out split too, so a broken file fails now, not at the first evaluation
             self.split("train")
             self.split(self._eval_split_name())
+        if self.samples_per_cell is None:
+            self.samples_per_cell = object_samples_per_cell(self.pixel_size, render.grid_resolution)
         first = self._splits.get("train")
         self.train: Optional[SceneSplit] = first
         self.renderer = SceneRenderer(
-            self.aabb, self.near, self.far, render, levels=self.levels, cone_angle=self.cone_angle, space=self.space
+            self.aabb, self.near, self.far, render, levels=self.levels, cone_angle=self.cone_angle, space=self.space,
+            samples_per_cell=self.samples_per_cell,
         ).to(device)
         self.learned_background = LearnedBackground().to(device) if self.background_kind == "learned" else None
         if first is not None:
@@ -179,6 +197,7 @@ class SceneTask:
         unbounded = hints.normalize and not forward_facing
         self.levels = cfg.grid_levels or (unbounded_levels(hints.aabb_scale) if unbounded and rays == "world" else 1)
         self.cone_angle = cfg.cone_angle if cfg.cone_angle is not None else (0.004 if unbounded and rays == "world" else 0.0)
+        self.samples_per_cell = cfg.samples_per_cell  # None: object scenes' default, once the training cameras are read
         contraction = cfg.contraction if cfg.contraction != "auto" else (UNBOUNDED_CONTRACTION if unbounded and rays == "world" else "none")
         auto_background = UNBOUNDED_BACKGROUND if unbounded and rays == "world" else "white"
         self.background_kind = self.data.background if self.data.background != "auto" else auto_background
@@ -259,6 +278,7 @@ class SceneTask:
             self.depth_bounds = tuple(float(v) for v in values.get("depth_bounds", (self.near, self.far)))
             self.levels = int(values.get("grid_levels", 1))
             self.cone_angle = float(values.get("cone_angle", 0.0))
+            self.samples_per_cell = float(self.render_config.samples_per_cell or values.get("samples_per_cell", DEFAULT_SAMPLES_PER_CELL))
             self.layout = str(values.get("layout", "unknown"))
             self.aabb_scale = float(values["aabb_scale"]) if values.get("aabb_scale") is not None else None
             self.space = SceneSpace.from_json(values.get("space"))
@@ -272,6 +292,8 @@ class SceneTask:
             raise NfplugError(f"{path}: 'aabb' must be 6 numbers with min < max and 0 <= near < far")
         if not 1 <= self.levels <= 12 or not 0 <= self.cone_angle <= 1:
             raise NfplugError(f"{path}: 'grid_levels' must be 1 to 12 and 'cone_angle' 0 to 1")
+        if not 0 < self.samples_per_cell < float("inf"):
+            raise NfplugError(f"{path}: 'samples_per_cell' must be a positive number, got {self.samples_per_cell}")
         if self._pixel_size is not None and not 0 < self._pixel_size < float("inf"):
             raise NfplugError(f"{path}: 'pixel_size' must be a positive number, got {self._pixel_size}")
         if self.background_kind not in BACKGROUNDS:
@@ -287,7 +309,7 @@ class SceneTask:
         return (
             f"{self.format} scene {self.root}: {len(train.paths)} train / {len(held.paths)} {held.split} images of "
             f"{train.cameras.width}x{train.cameras.height}{', lens distortion per ray' if train.cameras.dist is not None else ''}; "
-            f"{frame}; {self.space.describe()}; box {box}, {self.levels} grid level(s), cone angle {self.cone_angle:g}, "
+            f"{frame}; {self.space.describe()}; box {box}, {self.levels} grid level(s), cone angle {self.cone_angle:g}, {self.samples_per_cell:g} samples a cell, "
             f"near {self.near:.3g}, far {self.far:.3g}"
         )
 
@@ -301,6 +323,7 @@ class SceneTask:
             "aabb": list(self.aabb),
             "grid_levels": self.levels,
             "cone_angle": self.cone_angle,
+            "samples_per_cell": self.samples_per_cell,
             "space": self.space.to_json(),
             "field_aabb": list(self.space.field_aabb(self.field_box())),
             "train_images": self.n_train_images,
