@@ -27,7 +27,8 @@ from nfplug.rendering.volrend import distortion, render_rays
 
 GRID_CHUNK = 1 << 18  # points per occ_eval_fn call in a grid update
 DEFAULT_SAMPLES_PER_CELL = 2.0
-"""Marching samples per grid-cell diagonal without --render.samples-per-cell (captures; object scenes get 3)."""
+"""Marching samples per grid-cell diagonal without --render.samples-per-cell (captures; object scenes
+get 2 to 3: ``nfplug.training.scene_task.object_samples_per_cell``)."""
 
 
 @dataclass

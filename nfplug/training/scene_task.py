@@ -309,7 +309,7 @@ class SceneTask:
         return (
             f"{self.format} scene {self.root}: {len(train.paths)} train / {len(held.paths)} {held.split} images of "
             f"{train.cameras.width}x{train.cameras.height}{', lens distortion per ray' if train.cameras.dist is not None else ''}; "
-            f"{frame}; {self.space.describe()}; box {box}, {self.levels} grid level(s), cone angle {self.cone_angle:g}, {self.samples_per_cell:g} samples a cell, "
+            f"{frame}; {self.space.describe()}; box {box}, {self.levels} grid level(s), cone angle {self.cone_angle:g}, marching step {self.renderer.render_step_size:.3g}, "
             f"near {self.near:.3g}, far {self.far:.3g}"
         )
 
