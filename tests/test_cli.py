@@ -33,12 +33,12 @@ def test_plugin_option_reaches_plugin_config():
     from nfplug import registry
 
     field_cls = registry.get("fields", "ngp")
-    option = next(iter(field_cls.Config.__dataclass_fields__))
-    default = getattr(field_cls.Config(), option)
-    if isinstance(default, bool) or not isinstance(default, int):
-        pytest.skip("first ngp option is not an int")
-    config, _, _ = parse_train_args(["--field", "ngp", f"--field.{option.replace('_', '-')}", str(default + 1)])
-    assert getattr(config.field, option) == default + 1
+    defaults = field_cls.Config()
+    ints = [name for name in field_cls.Config.__dataclass_fields__ if type(getattr(defaults, name)) is int]
+    assert ints, "ngp has integer options"
+    option, default = ints[0], getattr(defaults, ints[0])
+    config, _, _ = parse_train_args(["--field", "ngp", f"--field.{option.replace('_', '-')}", str(default * 2)])
+    assert getattr(config.field, option) == default * 2
 
 
 def test_unknown_plugin_names_valid_ones():
