@@ -149,7 +149,7 @@ class NGPField(Field):
             require_range(self.image_max_resolution, "--field.image-max-resolution", 1, MAX_RESOLUTION)
             if self.n_levels is not None:
                 require_range(self.n_levels, "--field.n-levels", 1, MAX_LEVELS)
-            require_range(self.base_resolution, "--field.base-resolution", 1, MAX_RESOLUTION)
+            require_range(self.base_resolution, "--field.base-resolution", 1, MAX_RESOLUTION)  # before scene_grid_size's log
             image_levels = self.n_levels or DEFAULT_LEVELS
             # The largest scene grid these options can give (the unset ones at their largest).
             scene_levels, scene_res = scene_grid_size(self, None)
@@ -175,7 +175,6 @@ class NGPField(Field):
                 f"--field.base-resolution ({c.base_resolution}) must be between 1 and the max resolution ({max_res})"
             )
         self.grid = HashGrid(dim, n_levels, c.n_features_per_level, c.log2_hashmap_size, c.base_resolution, max_res)
-        self._sized_by_pixels = context.task == "scene" and context.pixel_size is not None and c.max_resolution is None
         if context.task == "scene":
             self.density_mlp = _mlp(self.grid.out_dim, c.hidden_dim, 1, 1 + c.geo_feat_dim)
             self.appearance = AppearanceEmbedding(context.n_images, c.appearance_dim) if c.appearance_dim else None
@@ -186,7 +185,8 @@ class NGPField(Field):
         """Scene task on the CPU: run both MLPs in the fused C++ kernel (False: the PyTorch modules)."""
 
     def extra_repr(self) -> str:
-        why = " (about two cells a training pixel; --field.max-resolution sets it)" if self._sized_by_pixels else ""
+        sized_by_pixels = self.context.task == "scene" and self.context.pixel_size is not None and self.config.max_resolution is None
+        why = " (about two cells a training pixel; --field.max-resolution sets it)" if sized_by_pixels else ""
         return f"hash grid {self.grid.extra_repr()}{why}"
 
     def _mlp_weights(self) -> list:
