@@ -143,6 +143,25 @@ def split_train_argv(argv: List[str]) -> Tuple[Dict[str, str], Optional[str], Li
     return names, resume, rest
 
 
+def _task_of(rest: List[str]) -> str:
+    """The task ('scene' or 'image') that the options left by :func:`split_train_argv` ask for,
+    decided as :func:`nfplug.training.tasks.task_name` will decide it once they are parsed."""
+    from nfplug.training.image_task import is_image_path
+
+    values = {"--data.path": "demo", "--data.task": "auto"}
+    i = 0
+    while i < len(rest):
+        key = rest[i].partition("=")[0]
+        if key in values:
+            values[key], i = _option_value(rest, i)
+        else:
+            i += 1
+    task = values["--data.task"]
+    if task in ("scene", "image"):
+        return task
+    return "image" if is_image_path(values["--data.path"]) else "scene"
+
+
 def take_option(argv: List[str], name: str) -> Tuple[Optional[str], List[str]]:
     """Take ``--NAME VALUE`` (or ``--NAME=VALUE``) out of argv; -> (value or None, the rest)."""
     value: Optional[str] = None
@@ -160,7 +179,7 @@ def take_option(argv: List[str], name: str) -> Tuple[Optional[str], List[str]]:
 def parse_train_args(argv: List[str]):
     """-> (config, plugin names, resume dir or None). Exits via tyro on --help."""
     from nfplug import registry
-    from nfplug.config import DEFAULT_PLUGINS, PLUGIN_KINDS, PLUGIN_SLOTS, validate_options
+    from nfplug.config import PLUGIN_KINDS, PLUGIN_SLOTS, default_plugins, validate_options
     from nfplug.training.run import config_from_run, config_type, plugin_classes
 
     chosen, resume, rest = split_train_argv(argv)
@@ -171,7 +190,8 @@ def parse_train_args(argv: List[str]):
             if name != names[slot]:
                 raise NfplugError(f"--{slot}: cannot change the {slot} of a run when resuming ({resume} uses '{names[slot]}')")
     else:
-        names = {slot: chosen.get(slot, DEFAULT_PLUGINS[slot]) for slot in PLUGIN_SLOTS}
+        defaults = default_plugins(_task_of(rest))
+        names = {slot: chosen.get(slot, defaults[slot]) for slot in PLUGIN_SLOTS}
     classes = plugin_classes(names)
     cls = config_type(names, classes)
     lines = ["Train a neural field. Plugins (pick them before their options):"]

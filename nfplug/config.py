@@ -216,6 +216,10 @@ class RenderConfig:
     """Update the occupancy grid every N steps."""
     grid_warmup_steps: int = 256
     """Steps during which every cell is re-evaluated on each grid update."""
+    warmup_step_scale: float = 4.0
+    """Training marches steps this many times longer until the end of the grid warm-up
+    (--render.grid-warmup-steps): a new field is transparent, so its rays march every occupied
+    cell, 20-100 samples each, until the grid prunes. 1: the same step throughout (README)."""
     grid_sample_fraction: float = 0.0625
     """After the warm-up, each grid update evaluates this fraction of the cells drawn uniformly,
     plus the occupied cells (at most a quarter of all cells, as nerfacc). nerfacc draws 0.25; 1/16
@@ -253,6 +257,7 @@ class RenderConfig:
         require_range(self.occ_thre, "--render.occ-thre", 0)
         require_range(self.grid_update_every, "--render.grid-update-every", 1)
         require_range(self.grid_warmup_steps, "--render.grid-warmup-steps", 0)
+        require_range(self.warmup_step_scale, "--render.warmup-step-scale", 1)
         require_range(self.grid_sample_fraction, "--render.grid-sample-fraction", 0, 1, low_open=True)
         require_range(self.chunk_rays, "--render.chunk-rays", 1)
 
@@ -341,6 +346,15 @@ class TrainBase:
 PLUGIN_SLOTS = ("field", "init", "sampler")
 PLUGIN_KINDS = {"field": "fields", "init": "inits", "sampler": "samplers"}
 DEFAULT_PLUGINS = {"field": "ngp", "init": "default", "sampler": "uniform"}
+"""The plugins of a run whose ``config.json`` names none (runs written before a slot existed)."""
+
+
+def default_plugins(task: str) -> Dict[str, str]:
+    """The plugins ``nfplug train`` uses for ``task`` ('scene' or 'image') when none is named:
+    ``softmine`` samples a scene's training rays (on lego at 200x200 it reached 1.5 dB more than
+    ``uniform`` in 10 minutes; README), ``uniform`` an image's pixels (where ``--batch-size 0``
+    means every pixel each step)."""
+    return {**DEFAULT_PLUGINS, "sampler": "softmine" if task == "scene" else "uniform"}
 
 
 def to_json_dict(config: Any, plugin_names: Dict[str, str]) -> Dict[str, Any]:

@@ -29,6 +29,24 @@ def test_parse_full_command_line():
     assert type(config.field).__name__.endswith("Config")
 
 
+@pytest.mark.parametrize(
+    "argv, sampler",
+    [
+        ([], "softmine"),  # the demo scene
+        (["--data", "scenes/lego"], "softmine"),
+        (["--data=photo.PNG"], "uniform"),
+        (["--data", "photo.jpg", "--data.task", "scene"], "softmine"),
+        (["--data.task=image", "--data.path", "frames"], "uniform"),
+        (["--data", "photo.png", "--sampler", "int"], "int"),
+    ],
+)
+def test_the_default_sampler_follows_the_task(argv, sampler):
+    """Scenes train with softmine unless told otherwise; images with uniform, so that --batch-size 0
+    stays every pixel each step."""
+    _, names, _ = parse_train_args(argv)
+    assert names == {"field": "ngp", "init": "default", "sampler": sampler}
+
+
 def test_plugin_option_reaches_plugin_config():
     from nfplug import registry
 

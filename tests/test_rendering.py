@@ -11,7 +11,7 @@ import torch
 from nerfacc.grid import _query as nerfacc_query
 from torch import Tensor
 
-from nfplug.rendering import marcher
+from nfplug.rendering import marcher, volrend
 from nfplug.rendering.marcher import march_rays, query_occupancy, ray_aabb_intersect
 from nfplug.rendering.volrend import accumulate, distortion, render_rays, render_weights
 
@@ -86,7 +86,34 @@ def _estimator(aabb, resolution, levels: int = 1, fill: bool = False) -> nerfacc
 # ------------------------------------------------------------------- volume rendering
 
 
-def test_render_weights_hand_case():
+@pytest.fixture(params=["native", "reference"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Volume rendering and the visibility test through the C++ kernel, then through the PyTorch
+    reference; the native run checks that the kernel really ran."""
+    if request.param == "reference":
+        monkeypatch.setattr(volrend, "_native", lambda: None)
+    elif volrend._native() is None:
+        pytest.skip("the C++ volume-rendering kernel cannot be built here")
+    else:
+        calls = {"render": 0, "visible": 0}
+        render, visible = volrend._VolumeRender.apply, volrend.visible_samples_native
+
+        def counted_render(*args):
+            calls["render"] += 1
+            return render(*args)
+
+        def counted_visible(*args):
+            calls["visible"] += 1
+            return visible(*args)
+
+        monkeypatch.setattr(volrend._VolumeRender, "apply", counted_render)
+        monkeypatch.setattr(marcher, "visible_samples_native", counted_visible)
+        yield calls
+        return
+    yield {}
+
+
+def test_render_weights_hand_case(kernel):
     # Ray 0: [0, 1] with sigma ln2 -> sigma dt = ln2, alpha 1/2, T 1, w 1/2;
     #        [1, 1.5] with sigma 2 ln2 -> sigma dt = ln2, alpha 1/2, T 1/2, w 1/4.
     # Ray 1: [0, 2] with sigma ln2 -> sigma dt = 2 ln2, alpha 3/4, T 1, w 3/4.
@@ -109,9 +136,10 @@ def test_render_weights_hand_case():
     torch.testing.assert_close(opacities, torch.tensor([[0.75], [0.75], [0.0]]))
     # depth = sum w t_mid / opacity: (0.5 * 0.5 + 0.25 * 1.25) / 0.75 = 0.75 and 1.0.
     torch.testing.assert_close(depths, torch.tensor([[0.75], [1.0], [0.0]]))
+    assert kernel.get("render", 1) == 1
 
 
-def test_render_parity_with_nerfacc_values_and_gradients():
+def test_render_parity_with_nerfacc_values_and_gradients(kernel):
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     counts = [0, 1, 5, 17, 3, 0, 30, 8]
@@ -121,8 +149,9 @@ def test_render_parity_with_nerfacc_values_and_gradients():
     rgbs = torch.rand(t_starts.shape[0], 3, generator=generator).requires_grad_()
     bkgd = torch.tensor([0.2, 0.5, 0.9])
 
-    ours = render_rays(t_starts, t_ends, ray_indices, n_rays, lambda *_: (rgbs, sigmas), render_bkgd=bkgd)
-    weights, trans = render_weights(t_starts, t_ends, sigmas, ray_indices, n_rays)
+    *ours, weights = render_rays(t_starts, t_ends, ray_indices, n_rays, lambda *_: (rgbs, sigmas), render_bkgd=bkgd, with_weights=True)
+    _, trans = render_weights(t_starts, t_ends, sigmas, ray_indices, n_rays)
+    assert kernel.get("render", 1) == 1
 
     # nerfacc's batched path runs on the CPU; zero-length, zero-density padding is inert.
     ts_pad, mask = _pad(t_starts, ray_indices, n_rays, width)
@@ -175,10 +204,15 @@ def test_render_rays_without_samples_gives_background():
     torch.testing.assert_close(accumulate(empty, None, torch.empty(0, dtype=torch.long), 2), torch.zeros(2, 1))
 
 
-def test_render_weights_rejects_unsorted_rays():
+def test_render_weights_rejects_unsorted_rays(kernel):
     t = torch.tensor([0.0, 0.0])
     with pytest.raises(ValueError, match="sorted"):
         render_weights(t, t + 1, t + 1, torch.tensor([1, 0]), n_rays=2)
+    with pytest.raises(ValueError, match="sorted"):
+        render_rays(t, t + 1, torch.tensor([1, 0]), 2, lambda *_: (torch.ones(2, 3), t + 1))
+    estimator = _estimator([-1.0] * 3 + [1.0] * 3, 4, fill=True)
+    with pytest.raises(ValueError, match="sorted"):
+        marcher.visible_samples(estimator, t, t + 1, t + 1, torch.tensor([1, 0]), 2, 0.0, 1e-4)
 
 
 # --------------------------------------------------------------------- ray / box
@@ -317,7 +351,7 @@ def test_block_pruning_changes_nothing(monkeypatch: pytest.MonkeyPatch):
 @pytest.mark.parametrize(
     "alpha_thre, early_stop_eps, mean_occ", [(0.0, 1e-2, 0.5), (0.05, 1e-4, 0.5), (0.05, 0.0, 0.01)]
 )
-def test_march_visibility_matches_nerfacc(alpha_thre: float, early_stop_eps: float, mean_occ: float):
+def test_march_visibility_matches_nerfacc(alpha_thre: float, early_stop_eps: float, mean_occ: float, kernel):
     generator = torch.Generator().manual_seed(6)
     estimator = _estimator([-1.0] * 3 + [1.0] * 3, 16, fill=True)
     estimator.occs.fill_(mean_occ)
@@ -346,6 +380,7 @@ def test_march_visibility_matches_nerfacc(alpha_thre: float, early_stop_eps: flo
                      early_stop_eps=early_stop_eps, **kwargs)
     for a, b in zip(got, (ray_indices[visible], t_starts[visible], t_ends[visible])):
         assert torch.equal(a, b)
+    assert kernel.get("visible", 1) == 1
 
 
 def test_query_occupancy_matches_nerfacc_levels():

@@ -31,7 +31,7 @@ def test_demo_training_reaches_quality_floor(demo_run):
     assert metrics["mean"]["psnr"] >= DEMO_PSNR_FLOOR, metrics["mean"]
     assert 0.0 < metrics["mean"]["ssim"] <= 1.0
     config = json.loads((demo_run / "config.json").read_text())
-    assert config["plugins"] == {"field": "ngp", "init": "default", "sampler": "uniform"}
+    assert config["plugins"] == {"field": "ngp", "init": "default", "sampler": "softmine"}
     assert (demo_run / "curves.png").stat().st_size > 0
     assert list((demo_run / "tensorboard").iterdir())
 
@@ -259,3 +259,27 @@ def test_training_without_the_cpp_kernels(tmp_path):
     assert "PyTorch marcher" in proc.stdout + proc.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 20 and metrics["mean"]["psnr"] > 8.0
+
+
+def test_the_grid_warm_up_marches_coarser_steps(tmp_path):
+    """--render.warmup-step-scale S: training rays march S times longer steps until the end of the
+    grid warm-up, then the scene's step; evaluation always marches the scene's step. At step 1
+    the two runs below hold the same field and grid (the same seed; the grid's occupancy values
+    use the scene's step), so the coarse run's rays carry about a quarter of the samples."""
+    from nfplug.config import RenderConfig
+    from nfplug.rendering.scene_renderer import SceneRenderer
+
+    renderer = SceneRenderer((-1.0, -1.0, -1.0, 1.0, 1.0, 1.0), 2.0, 6.0, RenderConfig(warmup_step_scale=4.0, grid_warmup_steps=256))
+    for step, scale in ((1, 4.0), (255, 4.0), (257, 1.0), (1001, 1.0)):  # not update steps: no field call
+        renderer.update_grid(step, None)
+        assert renderer.train_step_size == pytest.approx(scale * renderer.render_step_size), step
+
+    samples_per_ray = {}
+    for scale in ("1", "4"):
+        run = tmp_path / f"run{scale}"
+        args = ["--max-steps", "2", "--output", str(run), *TINY_TRAIN, "--render.warmup-step-scale", scale]
+        assert main(["train", *args]) == 0
+        first = json.loads((run / "history.json").read_text())["train"][0]
+        assert first["step"] == 1
+        samples_per_ray[scale] = first["samples_per_s"] / first["rays_per_s"]
+    assert 0.2 < samples_per_ray["4"] / samples_per_ray["1"] < 0.32, samples_per_ray

@@ -22,6 +22,7 @@ Groups (variants compared side by side):
 - ``cup-distortion``: cup_360 with and without the distortion loss (``--render.distortion-weight``).
 - ``cup-cone``: cup_360 with marching steps growing as 0.004 t (nerfacc's) and 0.016 t.
 - ``fox-appearance``: fox (phone photos) with and without per-image appearance embeddings.
+- ``fern-sampler``, ``cup-sampler``, ``fox-sampler``: the ``uniform`` against the ``softmine`` sampler.
 
 Prints a table, writes ``results.json``, ``real_<group>.png`` (PSNR over time) and, with
 ``--videos``, an orbit or spiral video of each default run and ``real_videos.png`` (five frames of each).
@@ -69,6 +70,10 @@ GROUPS: Dict[str, List[Tuple[str, str, Tuple[str, ...]]]] = {  # group -> [(scen
     "cup-distortion": [("cup", "no regulariser", ()), ("cup", "distortion 0.01", ("--render.distortion-weight", "0.01"))],
     "cup-cone": [("cup", "cone angle 0.004", ()), ("cup", "cone angle 0.016", ("--render.cone-angle", "0.016"))],
     "fox-appearance": [("fox", "no embedding", ()), ("fox", "appearance 16", ("--field.appearance-dim", "16"))],
+    **{
+        f"{scene}-sampler": [(scene, "uniform", ("--sampler", "uniform")), (scene, "softmine", ("--sampler", "softmine"))]
+        for scene in ("fern", "cup", "fox")
+    },
 }
 
 

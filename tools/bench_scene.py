@@ -53,7 +53,9 @@ class BenchConfig:
     eval_views: int = 20
     """Held-out views at each mark (the final evaluation uses every view)."""
     field: str = "ngp"
-    sampler: str = "uniform"
+    sampler: Optional[str] = None
+    """Sampler of both builds; None: each build's own default (this build: softmine on scenes;
+    89fedf7: uniform), which is what a user gets."""
     init: str = "default"
     extra: Tuple[str, ...] = ()
     """Further ``nfplug train`` options, each written with "=" so that they are not read as this
@@ -83,11 +85,11 @@ def export_baseline(rev: str, out: Path) -> Path:
 
 def start_one(config: BenchConfig, downscale: int, out: Path, build: str, tree: Optional[Path], threads: int):
     """Launch one ``nfplug train`` run; returns ``(run_dir, process, log)``."""
-    run_dir = out.resolve() / f"{Path(config.data).name}-ds{downscale}-{config.field}-{config.sampler}-{build}"
+    run_dir = out.resolve() / f"{Path(config.data).name}-ds{downscale}-{config.field}-{config.sampler or 'default'}-{build}"
     args = [
         sys.executable, "-m", "nfplug.cli", "train",
         "--data", str(Path(config.data).resolve()), "--data.downscale", str(downscale),
-        "--field", config.field, "--sampler", config.sampler, "--init", config.init,
+        "--field", config.field, *(["--sampler", config.sampler] if config.sampler else []), "--init", config.init,
         "--max-steps", "1000000", "--max-time", str(config.minutes * 60),
         "--eval-every", "0", "--eval-views", str(config.eval_views),
         "--eval-at-seconds", *[str(m * 60) for m in config.marks],
@@ -191,7 +193,7 @@ def plot(results: List[Dict], path: Path, config: BenchConfig) -> None:
         ax.plot([e["time"] / 60 for e in r["eval"]], [e["psnr"] for e in r["eval"]], style, label=label)
     ax.set_xlabel("training time (min)")
     ax.set_ylabel("held-out PSNR (dB)")
-    ax.set_title(f"{Path(config.data).name}: {config.field} / {config.sampler}")
+    ax.set_title(f"{Path(config.data).name}: {config.field} / {config.sampler or 'default sampler'}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from nfplug.native import load_library
-from nfplug.rendering.volrend import render_transmittance
+from nfplug.rendering.volrend import native_available, render_transmittance, visible_samples_native
 from nfplug.rendering.backend import use_nerfacc_kernels
 
 SigmaFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -727,13 +727,17 @@ def visible_samples(
     estimator: nerfacc.OccGridEstimator, t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor,
     n_rays: int, alpha_thre: float, early_stop_eps: float,
 ) -> Tensor:
-    """``[n_samples]`` bool: the samples :func:`march_rays` keeps given their densities (transmittance
-    at least ``early_stop_eps``; opacity at least ``min(alpha_thre, occs.mean())``)."""
+    """``[n_kept]`` long, ascending: the indices of the samples :func:`march_rays` keeps given
+    their densities (transmittance at least ``early_stop_eps``; opacity at least
+    ``min(alpha_thre, occs.mean())``). On the CPU one C++ pass (:func:`visible_samples_native`);
+    this function's PyTorch lines are its reference."""
     if sigmas.shape != t_starts.shape:
         raise ValueError(f"sigma_fn must return sigmas [{t_starts.shape[0]}], got {tuple(sigmas.shape)}")
     alpha_thre = min(alpha_thre, estimator.occs.mean().item()) if alpha_thre > 0.0 else 0.0
+    if native_available(ray_indices, t_starts, t_ends, sigmas.detach()):
+        return visible_samples_native(t_starts, t_ends, sigmas, ray_indices, alpha_thre, early_stop_eps)
     trans, alphas = render_transmittance(t_starts, t_ends, sigmas, ray_indices, n_rays)
     visible = trans >= early_stop_eps
     if alpha_thre > 0.0:
         visible &= alphas >= alpha_thre
-    return visible
+    return torch.nonzero(visible)[:, 0]

@@ -69,6 +69,9 @@ class SceneRenderer:
         cell_diagonal = math.sqrt(3.0) * extent / config.grid_resolution
         samples_per_cell = config.samples_per_cell or samples_per_cell or DEFAULT_SAMPLES_PER_CELL
         self.render_step_size = config.render_step or cell_diagonal / samples_per_cell
+        self.train_step_size = self.render_step_size
+        """The marching step of training rays now: ``config.warmup_step_scale`` times
+        ``render_step_size`` during the grid warm-up, ``render_step_size`` after it."""
         self.grid_recoveries = 0
         self.alpha_thre = config.alpha_thre
         """The opacity below which samples are skipped now: 0 while training is in the grid warm-up
@@ -93,7 +96,9 @@ class SceneRenderer:
         background forever; re-opening every visible cell lets it recover.
         """
         cfg = self.config
-        self.alpha_thre = cfg.alpha_thre if step >= cfg.grid_warmup_steps else 0.0
+        warm = step < cfg.grid_warmup_steps
+        self.alpha_thre = 0.0 if warm else cfg.alpha_thre
+        self.train_step_size = self.render_step_size * (cfg.warmup_step_scale if warm else 1.0)
         if step % cfg.grid_update_every != 0:
             return False
         self.update_occupancy(step, lambda x: field.density(self.space.to_field(x)) * self.render_step_size)
@@ -166,10 +171,13 @@ class SceneRenderer:
         generator: Optional[torch.Generator] = None,
         image_index: Optional[Tensor] = None,
         with_distortion: bool = False,
+        step_size: Optional[float] = None,
     ) -> RenderOutput:
         """Render world rays ``rays_o [n_rays, 3]``, ``rays_d [n_rays, 3]`` (unit); depths are
         distances along the marched rays (NDC units for NDC rays). ``image_index [n_rays]``: the
         training image of each ray, for fields with per-image appearance (None: not a training view).
+        ``step_size``: the marching step (default ``render_step_size``; training passes
+        ``train_step_size``).
 
         Gradients flow to the field and, through the sample positions, to
         ``rays_o`` / ``rays_d`` (and so to the pixel coordinates they came from).
@@ -191,7 +199,7 @@ class SceneRenderer:
         kept_work = None  # the field's work for the kept samples (Field.density_for_marching)
         with section("march"):
             options = dict(
-                near_plane=self.near_plane, far_plane=self.far_plane, render_step_size=self.render_step_size,
+                near_plane=self.near_plane, far_plane=self.far_plane, render_step_size=step_size or self.render_step_size,
                 cone_angle=self.cone_angle, alpha_thre=self.alpha_thre, early_stop_eps=cfg.early_stop_eps,
                 stratified=stratified, generator=generator,
             )
@@ -202,10 +210,9 @@ class SceneRenderer:
                 if t_starts.numel() > 0 and (self.alpha_thre > 0.0 or cfg.early_stop_eps > 0.0):
                     with torch.no_grad(), section("field: density for marching (no grad)", whole=True):
                         sigmas, work = field.density_for_marching(marching_positions(t_starts, t_ends, ray_indices))
-                    keep = visible_samples(
+                    kept = visible_samples(  # indices: one list for the four selections
                         self.estimator, t_starts, t_ends, sigmas, ray_indices, n_rays, self.alpha_thre, cfg.early_stop_eps
                     )
-                    kept = torch.nonzero(keep)[:, 0]  # once, for the four selections
                     ray_indices, t_starts, t_ends = ray_indices[kept], t_starts[kept], t_ends[kept]
                     kept_work = work.index_select(0, kept) if work is not None else None
 

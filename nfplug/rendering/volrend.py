@@ -10,6 +10,10 @@ uneven the rays are, and the cancellation error (about ``1e-16`` times the
 running total, itself at most millions of ``sigma * dt``) stays far below float32
 resolution, which a float32 global cumsum would not.
 
+On the CPU, :func:`render_rays` and :func:`visible_samples_native` run a C++ kernel (one pass
+over each ray's samples forward, one backward from the ray's end, accumulating in float64 like
+the reference); the PyTorch functions here are its reference (``tests/test_rendering.py``).
+
 Example::
 
     >>> t_starts = torch.tensor([0.0, 1.0, 0.0])
@@ -22,12 +26,14 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 from typing import Callable, Optional, Tuple
 
 import nerfacc
 import torch
 from torch import Tensor
 
+from nfplug.native import load_library
 from nfplug.rendering.backend import use_nerfacc_kernels
 
 RgbSigmaFn = Callable[[Tensor, Tensor, Tensor], Tuple[Tensor, Tensor]]
@@ -139,6 +145,191 @@ def distortion(weights: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: T
     return out.index_add(0, ray_indices, pairs + own)
 
 
+# ----------------------------------------------------------------------------- C++ kernel
+
+_SOURCE = r"""
+#include <cmath>
+#include <cstdint>
+
+// Packed samples sorted by ray: a ray's samples are contiguous, in order of t. Each pass walks
+// them once, restarting its per-ray sums where the ray index changes. Transmittance accumulates
+// sigma * dt in double, as the PyTorch reference's float64 cumsum does.
+
+extern "C" int nfplug_volrend_forward(
+    int64_t n, const int64_t* ray, const float* t0, const float* t1, const float* sigma, const float* rgb,
+    float* weight, float* trans, float* color, float* opacity, float* depth_num) {
+    int64_t current = -1;
+    double optical = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t r = ray[i];
+        if (r != current) {
+            if (r < current) return 1;  // not sorted by ray
+            current = r;
+            optical = 0.0;
+        }
+        const float sdt = sigma[i] * (t1[i] - t0[i]);
+        const float t = std::exp(-static_cast<float>(optical));
+        const float w = t * (1.0f - std::exp(-sdt));
+        optical += static_cast<double>(sdt);
+        weight[i] = w;
+        trans[i] = t;
+        for (int c = 0; c < 3; ++c) color[3 * r + c] += w * rgb[3 * i + c];
+        opacity[r] += w;
+        depth_num[r] += w * ((t0[i] + t1[i]) / 2.0f);
+    }
+    return 0;
+}
+
+// d loss / d w_i = g_w[i] + g_color[r] . rgb_i + g_opacity[r] + g_depth_num[r] * t_mid_i; then
+// d loss / d sigma_i = dt_i * (g_i * T_{i+1} - sum_{k > i} g_k w_k) and d loss / d rgb_i = w_i g_color[r].
+extern "C" void nfplug_volrend_backward(
+    int64_t n, const int64_t* ray, const float* t0, const float* t1, const float* sigma, const float* rgb,
+    const float* weight, const float* trans, const float* g_color, const float* g_opacity, const float* g_depth_num,
+    const float* g_weight, float* d_sigma, float* d_rgb) {
+    int64_t current = -1;
+    double later = 0.0;  // sum over the ray's later samples of g_k w_k
+    for (int64_t i = n - 1; i >= 0; --i) {
+        const int64_t r = ray[i];
+        if (r != current) {
+            current = r;
+            later = 0.0;
+        }
+        const float dt = t1[i] - t0[i];
+        const float w = weight[i];
+        float g = g_opacity[r] + g_depth_num[r] * ((t0[i] + t1[i]) / 2.0f);
+        for (int c = 0; c < 3; ++c) g += g_color[3 * r + c] * rgb[3 * i + c];
+        if (g_weight) g += g_weight[i];
+        if (d_rgb)
+            for (int c = 0; c < 3; ++c) d_rgb[3 * i + c] = w * g_color[3 * r + c];
+        if (d_sigma) {
+            const float after = trans[i] * std::exp(-sigma[i] * dt);  // T_{i+1}
+            d_sigma[i] = dt * static_cast<float>(static_cast<double>(g * after) - later);
+        }
+        later += static_cast<double>(g * w);
+    }
+}
+
+// The samples a marcher keeps after its density test: transmittance at least eps and opacity at
+// least alpha_thre; a ray ends at its first sample below eps. Writes their indices, returns the count.
+extern "C" int64_t nfplug_visible(
+    int64_t n, const int64_t* ray, const float* t0, const float* t1, const float* sigma, float alpha_thre, float eps,
+    int64_t* kept) {
+    int64_t current = -1, count = 0;
+    double optical = 0.0;
+    bool done = false;
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t r = ray[i];
+        if (r != current) {
+            if (r < current) return -1;  // not sorted by ray
+            current = r;
+            optical = 0.0;
+            done = false;
+        }
+        if (done) continue;
+        const float sdt = sigma[i] * (t1[i] - t0[i]);
+        const float t = std::exp(-static_cast<float>(optical));
+        optical += static_cast<double>(sdt);
+        if (t < eps) {
+            done = true;  // transmittance only falls along a ray
+            continue;
+        }
+        if (alpha_thre > 0.0f && 1.0f - std::exp(-sdt) < alpha_thre) continue;
+        kept[count++] = i;
+    }
+    return count;
+}
+"""
+
+_lib: Optional[ctypes.CDLL] = None
+_UNSORTED = "ray_indices must be sorted (samples packed ray by ray)"
+
+
+def _native() -> Optional[ctypes.CDLL]:
+    """The compiled kernel; None if it cannot be built (:func:`nfplug.native.load_library`)."""
+    global _lib
+    if _lib is None:
+        lib = load_library("volrend", _SOURCE, "volume-rendering", ("-ffp-contract=off",))
+        if lib is None:
+            return None
+        ptr, i64, c_float = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+        lib.nfplug_volrend_forward.argtypes = [i64] + [ptr] * 10
+        lib.nfplug_volrend_forward.restype = ctypes.c_int
+        lib.nfplug_volrend_backward.argtypes = [i64] + [ptr] * 13
+        lib.nfplug_volrend_backward.restype = None
+        lib.nfplug_visible.argtypes = [i64, ptr, ptr, ptr, ptr, c_float, c_float, ptr]
+        lib.nfplug_visible.restype = i64
+        _lib = lib
+    return _lib
+
+
+def native_available(ray_indices: Tensor, *values: Tensor) -> bool:
+    """Whether the C++ kernel takes these packed samples: on the CPU, ``ray_indices`` int64 and
+    ``values`` float32 without gradients of their own (the kernel differentiates only ``sigmas``
+    and ``rgbs``), and the kernel built."""
+    return (
+        ray_indices.device.type == "cpu" and ray_indices.dtype == torch.int64
+        and all(v.device.type == "cpu" and v.dtype == torch.float32 and not v.requires_grad for v in values)
+        and _native() is not None
+    )
+
+
+def _ptr(t: Optional[Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+class _VolumeRender(torch.autograd.Function):
+    """``(sigmas, rgbs)`` -> per ray ``sum w c``, ``sum w``, ``sum w t_mid`` and per sample ``w``."""
+
+    @staticmethod
+    def forward(ctx, sigmas: Tensor, rgbs: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays: int):  # type: ignore[override]
+        n = sigmas.shape[0]
+        sigmas, rgbs = sigmas.contiguous(), rgbs.contiguous()
+        t_starts, t_ends, ray_indices = t_starts.contiguous(), t_ends.contiguous(), ray_indices.contiguous()
+        weights, trans = torch.empty(n), torch.empty(n)
+        colors, opacities, depth_num = torch.zeros(n_rays, 3), torch.zeros(n_rays, 1), torch.zeros(n_rays, 1)
+        status = _native().nfplug_volrend_forward(
+            n, ray_indices.data_ptr(), t_starts.data_ptr(), t_ends.data_ptr(), sigmas.data_ptr(), rgbs.data_ptr(),
+            weights.data_ptr(), trans.data_ptr(), colors.data_ptr(), opacities.data_ptr(), depth_num.data_ptr(),
+        )
+        if status != 0:
+            raise ValueError(_UNSORTED)
+        ctx.save_for_backward(sigmas, rgbs, t_starts, t_ends, ray_indices, weights, trans)
+        ctx.mark_non_differentiable(trans)
+        return colors, opacities, depth_num, weights, trans
+
+    @staticmethod
+    def backward(ctx, g_colors: Tensor, g_opacities: Tensor, g_depth_num: Tensor, g_weights: Optional[Tensor], _g_trans):  # type: ignore[override]
+        sigmas, rgbs, t_starts, t_ends, ray_indices, weights, trans = ctx.saved_tensors
+        n_rays = g_colors.shape[0]
+        g_colors = g_colors.contiguous() if g_colors is not None else torch.zeros(n_rays, 3)
+        g_opacities = g_opacities.contiguous() if g_opacities is not None else torch.zeros(n_rays, 1)
+        g_depth_num = g_depth_num.contiguous() if g_depth_num is not None else torch.zeros(n_rays, 1)
+        g_weights = g_weights.contiguous() if g_weights is not None else None
+        d_sigmas = torch.empty_like(sigmas) if ctx.needs_input_grad[0] else None
+        d_rgbs = torch.empty_like(rgbs) if ctx.needs_input_grad[1] else None
+        _native().nfplug_volrend_backward(
+            sigmas.shape[0], ray_indices.data_ptr(), t_starts.data_ptr(), t_ends.data_ptr(), sigmas.data_ptr(), rgbs.data_ptr(),
+            weights.data_ptr(), trans.data_ptr(), g_colors.data_ptr(), g_opacities.data_ptr(), g_depth_num.data_ptr(),
+            _ptr(g_weights), _ptr(d_sigmas), _ptr(d_rgbs),
+        )
+        return d_sigmas, d_rgbs, None, None, None, None
+
+
+def visible_samples_native(
+    t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor, alpha_thre: float, early_stop_eps: float
+) -> Tensor:
+    """Indices ``[n_kept]`` (long, ascending) of the samples whose transmittance is at least
+    ``early_stop_eps`` and opacity at least ``alpha_thre`` (0: no opacity test), in one C++ pass;
+    the reference is ``render_transmittance`` and the two comparisons (:func:`nfplug.rendering.marcher.visible_samples`).
+    Requires :func:`native_available`."""
+    tensors = [x.contiguous() for x in (ray_indices, t_starts, t_ends, sigmas.detach())]
+    kept = torch.empty(t_starts.shape[0], dtype=torch.int64)
+    count = _native().nfplug_visible(t_starts.shape[0], *(x.data_ptr() for x in tensors), alpha_thre, early_stop_eps, kept.data_ptr())
+    if count < 0:
+        raise ValueError(_UNSORTED)
+    return kept[:count]
+
+
 def render_rays(
     t_starts: Tensor,
     t_ends: Tensor,
@@ -175,11 +366,14 @@ def render_rays(
             f"rgb_sigma_fn must return rgbs [{t_starts.shape[0]}, 3] and sigmas [{t_starts.shape[0]}], "
             f"got {tuple(rgbs.shape)} and {tuple(sigmas.shape)}"
         )
-    weights, _ = render_weights(t_starts, t_ends, sigmas, ray_indices, n_rays)
-    colors = accumulate(weights, rgbs, ray_indices, n_rays)
-    opacities = accumulate(weights, None, ray_indices, n_rays)
-    t_mids = (t_starts + t_ends)[:, None] / 2.0
-    depths = accumulate(weights, t_mids, ray_indices, n_rays) / opacities.clamp_min(torch.finfo(opacities.dtype).eps)
+    if t_starts.shape[0] > 0 and rgbs.dtype == sigmas.dtype == torch.float32 and native_available(ray_indices, t_starts, t_ends):
+        colors, opacities, depth_sum, weights, _ = _VolumeRender.apply(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays)
+    else:  # the reference
+        weights, _ = render_weights(t_starts, t_ends, sigmas, ray_indices, n_rays)
+        colors = accumulate(weights, rgbs, ray_indices, n_rays)
+        opacities = accumulate(weights, None, ray_indices, n_rays)
+        depth_sum = accumulate(weights, (t_starts + t_ends)[:, None] / 2.0, ray_indices, n_rays)
+    depths = depth_sum / opacities.clamp_min(torch.finfo(opacities.dtype).eps)
     if render_bkgd is not None:
         colors = colors + render_bkgd * (1.0 - opacities)
     if with_weights:

@@ -430,7 +430,8 @@ class SceneTask:
                 gt = self._recomposite(gt, batch, bkgd.detach())
         weight = self.render_config.distortion_weight
         out = self.renderer.render(
-            field, rays_o, rays_d, bkgd, stratified=True, generator=generator, image_index=batch.image_index, with_distortion=weight > 0
+            field, rays_o, rays_d, bkgd, stratified=True, generator=generator, image_index=batch.image_index, with_distortion=weight > 0,
+            step_size=self.renderer.train_step_size,
         )
         stats: Dict[str, Any] = {"samples_per_ray": out.n_samples / max(1, rays_o.shape[0])}
         if weight > 0:
