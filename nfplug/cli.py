@@ -143,12 +143,12 @@ def split_train_argv(argv: List[str]) -> Tuple[Dict[str, str], Optional[str], Li
     return names, resume, rest
 
 
-def _task_of(rest: List[str]) -> str:
-    """The task ('scene' or 'image') that the options left by :func:`split_train_argv` ask for,
-    decided as :func:`nfplug.training.tasks.task_name` will decide it once they are parsed."""
-    from nfplug.training.image_task import is_image_path
+def _data_kind(rest: List[str]) -> str:
+    """What the ``--data`` options left by :func:`split_train_argv` point at
+    (:func:`nfplug.training.tasks.data_kind`), read before tyro parses them."""
+    from nfplug.training.tasks import data_kind
 
-    values = {"--data.path": "demo", "--data.task": "auto"}
+    values = {"--data.path": "demo", "--data.task": "auto", "--data.format": "auto"}
     i = 0
     while i < len(rest):
         key = rest[i].partition("=")[0]
@@ -156,10 +156,7 @@ def _task_of(rest: List[str]) -> str:
             values[key], i = _option_value(rest, i)
         else:
             i += 1
-    task = values["--data.task"]
-    if task in ("scene", "image"):
-        return task
-    return "image" if is_image_path(values["--data.path"]) else "scene"
+    return data_kind(values["--data.path"], values["--data.task"], values["--data.format"])
 
 
 def take_option(argv: List[str], name: str) -> Tuple[Optional[str], List[str]]:
@@ -190,7 +187,7 @@ def parse_train_args(argv: List[str]):
             if name != names[slot]:
                 raise NfplugError(f"--{slot}: cannot change the {slot} of a run when resuming ({resume} uses '{names[slot]}')")
     else:
-        defaults = default_plugins(_task_of(rest))
+        defaults = default_plugins(_data_kind(rest))
         names = {slot: chosen.get(slot, defaults[slot]) for slot in PLUGIN_SLOTS}
     classes = plugin_classes(names)
     cls = config_type(names, classes)

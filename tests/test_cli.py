@@ -30,19 +30,30 @@ def test_parse_full_command_line():
 
 
 @pytest.mark.parametrize(
-    "argv, sampler",
+    "data, extra, sampler",
     [
-        ([], "softmine"),  # the demo scene
-        (["--data", "scenes/lego"], "softmine"),
-        (["--data=photo.PNG"], "uniform"),
-        (["--data", "photo.jpg", "--data.task", "scene"], "softmine"),
-        (["--data.task=image", "--data.path", "frames"], "uniform"),
-        (["--data", "photo.png", "--sampler", "int"], "int"),
+        (None, [], "softmine"),  # the demo scene: an object
+        ("blender", [], "softmine"),
+        ("nerfstudio", [], "uniform"),  # a capture
+        ("llff", [], "uniform"),
+        ("missing", [], "uniform"),  # unreadable: training reports it
+        ("photo.PNG", [], "uniform"),
+        ("blender", ["--data.task", "image"], "uniform"),
+        ("photo.png", ["--sampler", "int"], "int"),
+        ("blender", ["--sampler=uniform"], "uniform"),
     ],
 )
-def test_the_default_sampler_follows_the_task(argv, sampler):
-    """Scenes train with softmine unless told otherwise; images with uniform, so that --batch-size 0
-    stays every pixel each step."""
+def test_the_default_sampler_follows_the_data(tmp_path, data, extra, sampler):
+    """Object scenes train with softmine unless told otherwise; captures and images with uniform
+    (README, "Which sampler by default")."""
+    from test_data import _make_scene
+    from test_datasets import make_llff, make_nerfstudio
+
+    argv = list(extra)
+    if data is not None:
+        root = tmp_path / data
+        {"blender": _make_scene, "nerfstudio": make_nerfstudio, "llff": make_llff}.get(data, lambda _: None)(root)
+        argv = ["--data", str(root), *argv]
     _, names, _ = parse_train_args(argv)
     assert names == {"field": "ngp", "init": "default", "sampler": sampler}
 

@@ -20,6 +20,25 @@ def task_name(config: Any) -> str:
     return "image" if is_image_path(config.data.path) else "scene"
 
 
+def data_kind(path: str, task: str = "auto", format_name: str = "auto") -> str:
+    """What ``--data`` holds, for the defaults chosen before the options are parsed (the sampler,
+    :func:`nfplug.config.default_plugins`): 'image', 'object' (a scene in its own box, whose
+    poses the engine keeps as they are: Blender, the demo) or 'capture' (any other scene, and a
+    folder that cannot be read: building the task then says what is wrong with it)."""
+    if task == "image" or (task == "auto" and is_image_path(path)):
+        return "image"
+    if path == "demo":
+        return "object"
+    from nfplug.api import DatasetContext
+    from nfplug.data.formats import open_dataset
+
+    try:
+        _, dataset = open_dataset(Path(path), format_name, DatasetContext(root=Path(path)))
+        return "capture" if dataset.hints().normalize else "object"
+    except Exception:  # noqa: BLE001 - a format plugin may raise anything; SceneTask reports it
+        return "capture"
+
+
 def build_task(config: Any, device: torch.device, *, load_train: bool = True, run_dir: Optional[Path] = None) -> Task:
     """The task; a scene task takes its setup (normalisation, box) from ``run_dir`` if that run has one."""
     if task_name(config) == "image":
