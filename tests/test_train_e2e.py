@@ -31,7 +31,7 @@ def test_demo_training_reaches_quality_floor(demo_run):
     assert metrics["mean"]["psnr"] >= DEMO_PSNR_FLOOR, metrics["mean"]
     assert 0.0 < metrics["mean"]["ssim"] <= 1.0
     config = json.loads((demo_run / "config.json").read_text())
-    assert config["plugins"] == {"field": "ngp", "init": "default", "sampler": "softmine"}
+    assert config["plugins"] == {"field": "ngp", "init": "default", "sampler": "uniform"}
     assert (demo_run / "curves.png").stat().st_size > 0
     assert list((demo_run / "tensorboard").iterdir())
 

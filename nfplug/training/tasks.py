@@ -22,13 +22,13 @@ def task_name(config: Any) -> str:
 
 def data_kind(path: str, task: str = "auto", format_name: str = "auto") -> str:
     """What ``--data`` holds, for the defaults chosen before the options are parsed (the sampler,
-    :func:`nfplug.config.default_plugins`): 'image', 'object' (a scene in its own box, whose
-    poses the engine keeps as they are: Blender, the demo) or 'capture' (any other scene, and a
-    folder that cannot be read: building the task then says what is wrong with it)."""
+    :func:`nfplug.config.default_plugins`): 'image', 'demo' (the built-in scene), 'object' (a
+    scene in its own box, whose poses the engine keeps as they are: Blender) or 'capture' (any
+    other scene, and a folder that cannot be read: building the task then says what is wrong)."""
     if task == "image" or (task == "auto" and is_image_path(path)):
         return "image"
     if path == "demo":
-        return "object"
+        return "demo"
     from nfplug.api import DatasetContext
     from nfplug.data.formats import open_dataset
 
