@@ -219,7 +219,9 @@ class RenderConfig:
     warmup_step_scale: float = 4.0
     """Training marches steps this many times longer until the end of the grid warm-up
     (--render.grid-warmup-steps): a new field is transparent, so its rays march every occupied
-    cell, 20-100 samples each, until the grid prunes. 1: the same step throughout (README)."""
+    cell, 20-100 samples each, until the grid prunes. 1: the same step throughout (README). On a
+    coarse grid (--render.grid-resolution 32) the 4x steps span 2 cells and cost PSNR early
+    (the demo after 300 steps: 19.6 against 20.9 dB with 1)."""
     grid_sample_fraction: float = 0.0625
     """After the warm-up, each grid update evaluates this fraction of the cells drawn uniformly,
     plus the occupied cells (at most a quarter of all cells, as nerfacc). nerfacc draws 0.25; 1/16

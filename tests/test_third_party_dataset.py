@@ -103,7 +103,9 @@ def test_an_installed_dataset_format_is_detected_listed_and_trains_like_the_buil
     row = next(line for line in listing.stdout.splitlines() if line.startswith("npz "))
     assert row.split()[:4] == ["npz", "dataset", "nfplug-npzscene", "ok"], row
 
-    common = ["--max-steps", "8", *TINY_TRAIN, "--threads", "1", "--seed", "3"]
+    # The sampler named: by default the demo trains with uniform and an object scene of another
+    # format with softmine (README, "Which sampler by default").
+    common = ["--max-steps", "8", *TINY_TRAIN, "--threads", "1", "--seed", "3", "--sampler", "uniform"]
     ours = _nfplug(["train", "--data", str(tmp_path / "npz-scene"), "--output", str(tmp_path / "npz-run"), *common], env, tmp_path)
     assert ours.returncode == 0, ours.stderr[-2000:]
     assert "nfplug: data: npz scene" in ours.stderr + ours.stdout
