@@ -187,7 +187,8 @@ def parse_train_args(argv: List[str]):
             if name != names[slot]:
                 raise NfplugError(f"--{slot}: cannot change the {slot} of a run when resuming ({resume} uses '{names[slot]}')")
     else:
-        defaults = default_plugins(_data_kind(rest))
+        # Only the sampler's default depends on the data: look at the data only when it is needed.
+        defaults = default_plugins(_data_kind(rest) if "sampler" not in chosen else "unused")
         names = {slot: chosen.get(slot, defaults[slot]) for slot in PLUGIN_SLOTS}
     classes = plugin_classes(names)
     cls = config_type(names, classes)

@@ -295,12 +295,14 @@ class _VolumeRender(torch.autograd.Function):
             raise ValueError(_UNSORTED)
         ctx.save_for_backward(sigmas, rgbs, t_starts, t_ends, ray_indices, weights, trans)
         ctx.mark_non_differentiable(trans)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None (weights: a null pointer)
+        ctx.n_rays = n_rays
         return colors, opacities, depth_num, weights, trans
 
     @staticmethod
-    def backward(ctx, g_colors: Tensor, g_opacities: Tensor, g_depth_num: Tensor, g_weights: Optional[Tensor], _g_trans):  # type: ignore[override]
+    def backward(ctx, g_colors: Optional[Tensor], g_opacities: Optional[Tensor], g_depth_num: Optional[Tensor], g_weights: Optional[Tensor], _g_trans):  # type: ignore[override]
         sigmas, rgbs, t_starts, t_ends, ray_indices, weights, trans = ctx.saved_tensors
-        n_rays = g_colors.shape[0]
+        n_rays = ctx.n_rays
         g_colors = g_colors.contiguous() if g_colors is not None else torch.zeros(n_rays, 3)
         g_opacities = g_opacities.contiguous() if g_opacities is not None else torch.zeros(n_rays, 1)
         g_depth_num = g_depth_num.contiguous() if g_depth_num is not None else torch.zeros(n_rays, 1)
