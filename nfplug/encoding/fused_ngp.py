@@ -55,16 +55,26 @@ _SOURCE = r"""
 namespace {
 
 constexpr int B = 32;   // samples per block
-constexpr int V = 16;   // widths are multiples of V
-// One vector of V floats (GCC's vector extension): a zmm register with AVX-512, two ymm with AVX2.
-typedef float vec __attribute__((vector_size(V * sizeof(float)), aligned(4)));
+constexpr int P = 16;   // every width is padded to a multiple of P (the Python side's PAD)
 #ifdef __AVX512F__
+constexpr int V = 16;   // floats in one vector register (zmm)
 constexpr int RB = 4;   // register tile: RB rows x NV_MAX vectors of accumulators (16 of 32 zmm)
 constexpr int NV_MAX = 4;
 #else
-constexpr int RB = 2;   // AVX2 has 16 ymm registers: 2 x 2 vectors (8 ymm) plus the loaded row
-constexpr int NV_MAX = 2;
+// AVX2 (ymm). A 16-float vector type here would be split by GCC's generic vector lowering into
+// code 20-60x slower than one register's width.
+constexpr int V = 8;
+constexpr int RB = 2;   // 16 ymm registers: 2 rows x 4 vectors of accumulators (8 ymm) plus the loaded row
+constexpr int NV_MAX = 4;
 #endif
+// One vector of V floats (GCC's vector extension), kept in a register. Memory is read and written
+// through the unaligned, may-alias twin ``vec_u`` (like the intrinsics' __m256_u): a local array of an
+// under-aligned vector type, or a memcpy into one, made GCC keep the accumulators on the stack and
+// reload them through 16-byte halves (store-forwarding stalls, 10x slower on AVX2).
+typedef float vec __attribute__((vector_size(V * sizeof(float))));
+typedef float vec_u __attribute__((vector_size(V * sizeof(float)), aligned(4), may_alias));
+inline vec loadu(const float* p) { return *reinterpret_cast<const vec_u*>(p); }
+inline void storeu(float* p, vec x) { *reinterpret_cast<vec_u*>(p) = x; }
 
 // C[r][n0 + n] (+)= sum_k A[r * ars + k * acs] * M[k * ldm + n0 + n] for r in [r0, r0 + RB), n < NV * V.
 template <int NV, bool ACC>
@@ -77,7 +87,7 @@ inline void panel(const float* A, int ars, int acs, int r0, int K, const float* 
     for (int k = 0; k < K; ++k) {
         vec m[NV];
         const float* row = M + (int64_t)k * ldm + n0;
-        for (int v = 0; v < NV; ++v) std::memcpy(&m[v], row + v * V, sizeof(vec));
+        for (int v = 0; v < NV; ++v) m[v] = loadu(row + v * V);
         const float* a = a0 + (int64_t)k * acs;
         for (int r = 0; r < RB; ++r) {
             const float s = a[(int64_t)r * ars];
@@ -88,12 +98,8 @@ inline void panel(const float* A, int ars, int acs, int r0, int K, const float* 
         float* c = C + (int64_t)(r0 + r) * ldc + n0;
         for (int v = 0; v < NV; ++v) {
             vec out = acc[r][v];
-            if (ACC) {
-                vec old;
-                std::memcpy(&old, c + v * V, sizeof(vec));
-                out += old;
-            }
-            std::memcpy(c + v * V, &out, sizeof(vec));
+            if (ACC) out += loadu(c + v * V);
+            storeu(c + v * V, out);
         }
     }
 }
@@ -148,7 +154,7 @@ inline void load_features(const Net& n, const float* feat, int64_t i0, int rows,
     for (int b = 0; b < rows; ++b) std::memcpy(tile + b * n.fp, feat + (i0 + b) * n.fin, sizeof(float) * n.fin);
 }
 
-// One block forward. tiles: h1 [B][h], hh [B][gp], cin [B][cp], c1 [B][h], c2 [B][h]; z [B][V].
+// One block forward. tiles: h1 [B][h], hh [B][gp], cin [B][cp], c1 [B][h], c2 [B][h]; z [B][P].
 void block_forward(const Net& n, const float* ft, const float* sh, int64_t i0, int rows, float* h1, float* hh,
                    float* cin, float* c1, float* c2, float* z, float* rgb, float* sigma) {
     mm<false>(ft, n.fp, 1, B, n.fp, n.w1t, n.h, h1, n.h);
@@ -163,9 +169,9 @@ void block_forward(const Net& n, const float* ft, const float* sh, int64_t i0, i
     relu(c1, B * n.h);
     mm<false>(c1, n.h, 1, B, n.h, n.c2t, n.h, c2, n.h);
     relu(c2, B * n.h);
-    mm<false>(c2, n.h, 1, B, n.h, n.c3t, V, z, V);
+    mm<false>(c2, n.h, 1, B, n.h, n.c3t, P, z, P);
     for (int b = 0; b < rows; ++b) {
-        for (int c = 0; c < 3; ++c) rgb[(i0 + b) * 3 + c] = 1.f / (1.f + std::exp(-z[b * V + c]));
+        for (int c = 0; c < 3; ++c) rgb[(i0 + b) * 3 + c] = 1.f / (1.f + std::exp(-z[b * P + c]));
         sigma[i0 + b] = activation(hh[b * n.gp] - 1.f, n.act);
     }
 }
@@ -182,7 +188,7 @@ extern "C" void nfplug_ngp_forward(const int* dims, const float* const* w, int a
     const int sw = saved_width(net);
 #pragma omp parallel num_threads(n_threads)
     {
-        std::vector<float> scratch((size_t)B * (net.fp + sw + V));
+        std::vector<float> scratch((size_t)B * (net.fp + sw + P));
         float* ft = scratch.data();
         float* own = ft + B * net.fp;
         float* z = own + B * sw;
@@ -212,7 +218,7 @@ extern "C" void nfplug_ngp_backward(const int* dims, const float* const* w, int 
             w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], act};
     const int64_t n_blocks = (n + B - 1) / B;
     const int sw = saved_width(net);
-    const int sizes[5] = {net.h * net.fp, net.gp * net.h, net.h * net.cp, net.h * net.h, V * net.h};
+    const int sizes[5] = {net.h * net.fp, net.gp * net.h, net.h * net.cp, net.h * net.h, P * net.h};
     int total = 0;
     for (int i = 0; i < 5; ++i) total += sizes[i];
     std::vector<float> partial((size_t)n_threads * total, 0.f);
@@ -224,14 +230,14 @@ extern "C" void nfplug_ngp_backward(const int* dims, const float* const* w, int 
         float* dc1 = d2 + sizes[1];
         float* dc2 = dc1 + sizes[2];
         float* dc3 = dc2 + sizes[3];
-        std::vector<float> scratch((size_t)B * (net.fp * 2 + 2 * net.h + net.gp + net.cp + V));
+        std::vector<float> scratch((size_t)B * (net.fp * 2 + 2 * net.h + net.gp + net.cp + P));
         float* ft = scratch.data();
         float* gft = ft + B * net.fp;
         float* ga = gft + B * net.fp;       // [B][h]
         float* gb = ga + B * net.h;         // [B][h]
         float* gh = gb + B * net.h;         // [B][gp]
         float* gcin = gh + B * net.gp;      // [B][cp]
-        float* gz = gcin + B * net.cp;      // [B][V]
+        float* gz = gcin + B * net.cp;      // [B][P]
 #pragma omp for schedule(static)
         for (int64_t blk = 0; blk < n_blocks; ++blk) {
             const int64_t i0 = blk * B;
@@ -241,20 +247,20 @@ extern "C" void nfplug_ngp_backward(const int* dims, const float* const* w, int 
             const float* cin = hh + B * net.gp;
             const float* c1 = cin + B * net.cp;
             const float* c2 = c1 + B * net.h;
-            std::memset(gz, 0, sizeof(float) * B * V);
+            std::memset(gz, 0, sizeof(float) * B * P);
             std::memset(gh, 0, sizeof(float) * B * net.gp);
             for (int b = 0; b < rows; ++b) {
                 for (int c = 0; c < 3; ++c) {
                     const float y = rgb[(i0 + b) * 3 + c];
-                    gz[b * V + c] = grad_rgb[(i0 + b) * 3 + c] * y * (1.f - y);
+                    gz[b * P + c] = grad_rgb[(i0 + b) * 3 + c] * y * (1.f - y);
                 }
                 gh[b * net.gp] = grad_sigma[i0 + b] * activation_grad(hh[b * net.gp] - 1.f, act);
             }
             // colour MLP, last layer to first
-            // Only the first 3 of the V padded outputs carry a gradient: rows (a multiple of RB) and
+            // Only the first 3 of the P padded outputs carry a gradient: rows (a multiple of RB) and
             // the inner dimension stop there.
-            mm<true>(gz, 1, V, RB * ((3 + RB - 1) / RB), B, c2, net.h, dc3, net.h);  // dWc3 += gz^T c2
-            mm<false>(gz, V, 1, B, 3, net.c3, net.h, ga, net.h);                     // g c2 = gz Wc3
+            mm<true>(gz, 1, P, RB * ((3 + RB - 1) / RB), B, c2, net.h, dc3, net.h);  // dWc3 += gz^T c2
+            mm<false>(gz, P, 1, B, 3, net.c3, net.h, ga, net.h);                     // g c2 = gz Wc3
             relu_backward(ga, c2, B * net.h);
             mm<true>(ga, 1, net.h, net.h, B, c1, net.h, dc2, net.h);
             mm<false>(ga, net.h, 1, B, net.h, net.c2, net.h, gb, net.h);  // g c1
