@@ -169,6 +169,8 @@ _KERNEL_SOURCE = r"""
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
+#include <omp.h>
 
 namespace {
 
@@ -338,28 +340,91 @@ void backward_input(const float* x, const float* table, const float* grad_out, f
     }
 }
 
+// d w_c / d frac_d for the 2^D corners of a cell (the product of the other axes' weights, signed).
+template <int D>
+inline void corner_weight_grads(const float* frac, float (*dw)[D]) {
+    for (int c = 0; c < (1 << D); ++c)
+        for (int d = 0; d < D; ++d) {
+            float g = ((c >> d) & 1) ? 1.f : -1.f;
+            for (int e = 0; e < D; ++e)
+                if (e != d) g *= ((c >> e) & 1) ? frac[e] : 1.f - frac[e];
+            dw[c][d] = g;
+        }
+}
+
+// Table and input gradients in one pass (what backward_table and backward_input compute, summed
+// in another order): each level's corners are located and its table rows read once. Threads take
+// the levels in turn (level l to thread l % threads, so the split is fixed for a thread count),
+// scatter into their levels' disjoint rows without atomics, and sum their levels' input gradient
+// into their own copy; the copies are added in thread order: deterministic for a thread count.
 template <int D, int F>
-void run(int op, const float* x, const float* table, const float* grad_out, float* out,
+void backward_both(const float* x, const float* table, const float* grad_out, float* grad_table,
+                   float* grad_x, int64_t n, int n_levels, const Level* levels, int n_threads) {
+    const int C = 1 << D;
+    const int64_t width = (int64_t)n_levels * F;
+    if (n_threads > n_levels) n_threads = n_levels;
+    std::vector<float> copies((size_t)(n_threads - 1) * n * D, 0.f);  // thread 0 adds into grad_x
+#pragma omp parallel num_threads(n_threads)
+    {
+        const int tid = omp_get_thread_num();
+        const int team = omp_get_num_threads();
+        float* gx_out = tid == 0 ? grad_x : copies.data() + (size_t)(tid - 1) * n * D;
+        for (int l = tid; l < n_levels; l += team) {
+            const Level lv = levels[l];
+            warm(table + lv.offset * F, lv, F, n * C);
+            warm(grad_table + lv.offset * F, lv, F, n * C);
+            for (int64_t i = 0; i < n; ++i) {
+                int64_t row[C];
+                float w[C], frac[D], dw[C][D];
+                corners<D>(x + i * D, lv, row, w, frac);
+                corner_weight_grads<D>(frac, dw);
+                const float* g = grad_out + i * width + l * F;
+                float gx[D] = {};
+                for (int c = 0; c < C; ++c) {
+                    const float* t = table + row[c] * F;
+                    float* gt = grad_table + row[c] * F;
+                    float dot = 0.f;
+                    for (int f = 0; f < F; ++f) {
+                        dot += g[f] * t[f];
+                        gt[f] += w[c] * g[f];
+                    }
+                    for (int d = 0; d < D; ++d) gx[d] += dot * dw[c][d];
+                }
+                for (int d = 0; d < D; ++d) gx_out[i * D + d] += lv.scale * gx[d];
+            }
+        }
+    }
+    for (int t = 1; t < n_threads; ++t) {
+        const float* copy = copies.data() + (size_t)(t - 1) * n * D;
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+        for (int64_t k = 0; k < n * D; ++k) grad_x[k] += copy[k];
+    }
+}
+
+template <int D, int F>
+void run(int op, const float* x, const float* table, const float* grad_out, float* out, float* out2,
          int64_t n, int n_levels, const Level* levels, int n_threads) {
     if (op == 0) forward<D, F>(x, table, out, n, n_levels, levels, n_threads);
     else if (op == 1) backward_table<D, F>(x, grad_out, out, n, n_levels, levels, n_threads);
-    else backward_input<D, F>(x, table, grad_out, out, n, n_levels, levels, n_threads);
+    else if (op == 2) backward_input<D, F>(x, table, grad_out, out, n, n_levels, levels, n_threads);
+    else backward_both<D, F>(x, table, grad_out, out, out2, n, n_levels, levels, n_threads);
 }
 
 }  // namespace
 
 // op: 0 forward (out [n, L*F]), 1 table gradient (out [n_params, F], accumulated),
-// 2 input gradient (out [n, D]). Returns 0, or -1 for an unsupported (dim, F).
+// 2 input gradient (out [n, D], accumulated), 3 both (out the table's, out2 the input's). Returns 0,
+// or -1 for an unsupported (dim, F).
 extern "C" int nfplug_hash_encode(int op, int dim, int n_features, int n_levels,
                                   const int32_t* res, const int64_t* sizes,
                                   const int64_t* offsets, const int32_t* dense,
                                   const float* x, const float* table, const float* grad_out,
-                                  float* out, int64_t n, int n_threads) {
+                                  float* out, float* out2, int64_t n, int n_threads) {
     Level levels[64];
     if (n_levels > 64) return -1;
     make_levels(dim, n_levels, res, sizes, offsets, dense, levels);
 #define NFPLUG_CASE(DD, FF) \
-    if (dim == DD && n_features == FF) { run<DD, FF>(op, x, table, grad_out, out, n, n_levels, levels, n_threads); return 0; }
+    if (dim == DD && n_features == FF) { run<DD, FF>(op, x, table, grad_out, out, out2, n, n_levels, levels, n_threads); return 0; }
     NFPLUG_CASE(2, 1) NFPLUG_CASE(2, 2) NFPLUG_CASE(2, 4) NFPLUG_CASE(2, 8)
     NFPLUG_CASE(3, 1) NFPLUG_CASE(3, 2) NFPLUG_CASE(3, 4) NFPLUG_CASE(3, 8)
 #undef NFPLUG_CASE
@@ -382,7 +447,7 @@ def load_kernel() -> Optional[ctypes.CDLL]:
             return None
         fn = lib.nfplug_hash_encode
         fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_int64, ctypes.c_int]
+        fn.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 9 + [ctypes.c_int64, ctypes.c_int]
         _kernel = lib
     return _kernel
 
@@ -397,7 +462,7 @@ class _LayoutTensors:
         self.offsets = torch.tensor(layout.offsets, dtype=torch.int64)
         self.dense = torch.tensor(layout.dense, dtype=torch.int32)
 
-    def call(self, op: int, x: Tensor, table: Tensor, grad_out: Optional[Tensor], out: Tensor) -> None:
+    def call(self, op: int, x: Tensor, table: Tensor, grad_out: Optional[Tensor], out: Tensor, out2: Optional[Tensor] = None) -> None:
         kernel = load_kernel()
         assert kernel is not None
         lay = self.layout
@@ -414,6 +479,7 @@ class _LayoutTensors:
             table.data_ptr(),
             grad_out.data_ptr() if grad_out is not None else None,
             out.data_ptr(),
+            out2.data_ptr() if out2 is not None else None,
             x.shape[0],
             torch.get_num_threads(),
         )
@@ -441,9 +507,13 @@ class _HashEncode(torch.autograd.Function):
         with section("backward: hash encoding"):
             if ctx.needs_input_grad[1]:
                 grad_table = torch.zeros_like(table)
-                lt.call(1, x, table, grad_out, grad_table)
             if ctx.needs_input_grad[0]:
                 grad_x = torch.zeros_like(x)
+            if grad_table is not None and grad_x is not None:
+                lt.call(3, x, table, grad_out, grad_table, grad_x)  # one pass for both
+            elif grad_table is not None:
+                lt.call(1, x, table, grad_out, grad_table)
+            elif grad_x is not None:
                 lt.call(2, x, table, grad_out, grad_x)
         return grad_x, grad_table, None
 
