@@ -307,6 +307,18 @@ void backward_table(const float* x, const float* grad_out, float* grad_table, in
     }
 }
 
+// d w_c / d frac_d for the 2^D corners of a cell (the product of the other axes' weights, signed).
+template <int D>
+inline void corner_weight_grads(const float* frac, float (*dw)[D]) {
+    for (int c = 0; c < (1 << D); ++c)
+        for (int d = 0; d < D; ++d) {
+            float g = ((c >> d) & 1) ? 1.f : -1.f;
+            for (int e = 0; e < D; ++e)
+                if (e != d) g *= ((c >> e) & 1) ? frac[e] : 1.f - frac[e];
+            dw[c][d] = g;
+        }
+}
+
 // d out / d x_d = N_l * sum_c <grad, feature_c> * d w_c / d frac_d (grad_x starts at zero).
 template <int D, int F>
 void backward_input(const float* x, const float* table, const float* grad_out, float* grad_x,
@@ -320,36 +332,20 @@ void backward_input(const float* x, const float* table, const float* grad_out, f
 #pragma omp for schedule(static) nowait
         for (int64_t i = 0; i < n; ++i) {
             int64_t row[C];
-            float w[C], frac[D];
+            float w[C], frac[D], dw[C][D];
             corners<D>(x + i * D, lv, row, w, frac);
+            corner_weight_grads<D>(frac, dw);
             const float* g = grad_out + i * width + l * F;
             float gx[D] = {};
             for (int c = 0; c < C; ++c) {
                 const float* t = table + row[c] * F;
                 float dot = 0.f;
                 for (int f = 0; f < F; ++f) dot += g[f] * t[f];
-                for (int d = 0; d < D; ++d) {
-                    float dw = ((c >> d) & 1) ? 1.f : -1.f;
-                    for (int e = 0; e < D; ++e)
-                        if (e != d) dw *= ((c >> e) & 1) ? frac[e] : 1.f - frac[e];
-                    gx[d] += dot * dw;
-                }
+                for (int d = 0; d < D; ++d) gx[d] += dot * dw[c][d];
             }
             for (int d = 0; d < D; ++d) grad_x[i * D + d] += lv.scale * gx[d];
         }
     }
-}
-
-// d w_c / d frac_d for the 2^D corners of a cell (the product of the other axes' weights, signed).
-template <int D>
-inline void corner_weight_grads(const float* frac, float (*dw)[D]) {
-    for (int c = 0; c < (1 << D); ++c)
-        for (int d = 0; d < D; ++d) {
-            float g = ((c >> d) & 1) ? 1.f : -1.f;
-            for (int e = 0; e < D; ++e)
-                if (e != d) g *= ((c >> e) & 1) ? frac[e] : 1.f - frac[e];
-            dw[c][d] = g;
-        }
 }
 
 // Table and input gradients in one pass (what backward_table and backward_input compute, summed
