@@ -168,6 +168,15 @@ def main(config: BenchConfig) -> None:
             fracs = f"{frac['of_sgemm']:>10.1%}{frac['of_gather']:>11.1%}" if name.startswith("ngp") else f"{'-':>10}{'-':>11}"
             row = f"{name:<15}{n:>9}{r['fwd'] / 1e6:>10.3f}{r['fwd+bwd'] / 1e6:>13.3f}{r['+adam'] / 1e6:>11.3f}{ratio:>12}{vs_previous:>13}{fracs}"
             print(row, flush=True)
+    for n in config.batch_sizes:
+        fused, previous = results.get(("ngp", n)), results.get(("ngp previous", n))
+        if fused and previous and fused["fwd+bwd"] < 0.8 * previous["fwd+bwd"]:
+            # On AVX2 machines the fused MLP kernel once ran 10x slower than PyTorch's MLPs
+            # (its vectors wider than the registers): a sign the compiler did not vectorise it.
+            print(
+                f"warning: at N={n} the fused MLP kernel (ngp) is slower than PyTorch's MLPs (ngp previous): "
+                "check how nfplug/encoding/fused_ngp.py compiles for this CPU"
+            )
     print(f"\nplot: {plot(results, config.out)}")
 
 
