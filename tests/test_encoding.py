@@ -67,7 +67,6 @@ def test_hashed_level_reads_the_hashed_row(encode) -> None:
 
 
 @needs_kernel
-@needs_kernel
 @pytest.mark.parametrize("wanted", ["both", "table", "x"])  # the kernel's fused backward, and each alone
 @pytest.mark.parametrize("dim,n_features", [(2, 2), (3, 2), (3, 1), (2, 4), (3, 8)])
 def test_kernel_matches_reference_forward_and_gradients(dim: int, n_features: int, wanted: str) -> None:

@@ -61,8 +61,8 @@ constexpr int V = 16;   // floats in one vector register (zmm)
 constexpr int RB = 4;   // register tile: RB rows x NV_MAX vectors of accumulators (16 of 32 zmm)
 constexpr int NV_MAX = 4;
 #else
-// AVX2 (ymm). A 16-float vector type here would be split by GCC's generic vector lowering into
-// code 20-60x slower than one register's width.
+// AVX2 (ymm). A 16-float vector type here is split by GCC's generic vector lowering into halves
+// kept on the stack: the products ran 10-20x slower than with one register's width.
 constexpr int V = 8;
 constexpr int RB = 2;   // 16 ymm registers: 2 rows x 4 vectors of accumulators (8 ymm) plus the loaded row
 constexpr int NV_MAX = 4;
