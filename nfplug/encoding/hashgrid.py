@@ -319,6 +319,30 @@ inline void corner_weight_grads(const float* frac, float (*dw)[D]) {
         }
 }
 
+// One sample's backward in one level, from g (its gradient of this level's F outputs): adds
+// N_l * d out / d x to gx_out[0..D) and, with TABLE, w_c * g to each corner's row of grad_table.
+template <int D, int F, bool TABLE>
+inline void sample_backward(const float* xi, const Level& lv, const float* table, const float* g,
+                            float* grad_table, float* gx_out) {
+    const int C = 1 << D;
+    int64_t row[C];
+    float w[C], frac[D], dw[C][D];
+    corners<D>(xi, lv, row, w, frac);
+    corner_weight_grads<D>(frac, dw);
+    float gx[D] = {};
+    for (int c = 0; c < C; ++c) {
+        const float* t = table + row[c] * F;
+        float dot = 0.f;
+        for (int f = 0; f < F; ++f) dot += g[f] * t[f];
+        if (TABLE) {
+            float* gt = grad_table + row[c] * F;
+            for (int f = 0; f < F; ++f) gt[f] += w[c] * g[f];
+        }
+        for (int d = 0; d < D; ++d) gx[d] += dot * dw[c][d];
+    }
+    for (int d = 0; d < D; ++d) gx_out[d] += lv.scale * gx[d];
+}
+
 // d out / d x_d = N_l * sum_c <grad, feature_c> * d w_c / d frac_d (grad_x starts at zero).
 template <int D, int F>
 void backward_input(const float* x, const float* table, const float* grad_out, float* grad_x,
@@ -330,21 +354,8 @@ void backward_input(const float* x, const float* table, const float* grad_out, f
         const Level lv = levels[l];
         warm(table + lv.offset * F, lv, F, n * C);
 #pragma omp for schedule(static) nowait
-        for (int64_t i = 0; i < n; ++i) {
-            int64_t row[C];
-            float w[C], frac[D], dw[C][D];
-            corners<D>(x + i * D, lv, row, w, frac);
-            corner_weight_grads<D>(frac, dw);
-            const float* g = grad_out + i * width + l * F;
-            float gx[D] = {};
-            for (int c = 0; c < C; ++c) {
-                const float* t = table + row[c] * F;
-                float dot = 0.f;
-                for (int f = 0; f < F; ++f) dot += g[f] * t[f];
-                for (int d = 0; d < D; ++d) gx[d] += dot * dw[c][d];
-            }
-            for (int d = 0; d < D; ++d) grad_x[i * D + d] += lv.scale * gx[d];
-        }
+        for (int64_t i = 0; i < n; ++i)
+            sample_backward<D, F, false>(x + i * D, lv, table, grad_out + i * width + l * F, nullptr, grad_x + i * D);
     }
 }
 
@@ -369,25 +380,8 @@ void backward_both(const float* x, const float* table, const float* grad_out, fl
             const Level lv = levels[l];
             warm(table + lv.offset * F, lv, F, n * C);
             warm(grad_table + lv.offset * F, lv, F, n * C);
-            for (int64_t i = 0; i < n; ++i) {
-                int64_t row[C];
-                float w[C], frac[D], dw[C][D];
-                corners<D>(x + i * D, lv, row, w, frac);
-                corner_weight_grads<D>(frac, dw);
-                const float* g = grad_out + i * width + l * F;
-                float gx[D] = {};
-                for (int c = 0; c < C; ++c) {
-                    const float* t = table + row[c] * F;
-                    float* gt = grad_table + row[c] * F;
-                    float dot = 0.f;
-                    for (int f = 0; f < F; ++f) {
-                        dot += g[f] * t[f];
-                        gt[f] += w[c] * g[f];
-                    }
-                    for (int d = 0; d < D; ++d) gx[d] += dot * dw[c][d];
-                }
-                for (int d = 0; d < D; ++d) gx_out[i * D + d] += lv.scale * gx[d];
-            }
+            for (int64_t i = 0; i < n; ++i)
+                sample_backward<D, F, true>(x + i * D, lv, table, grad_out + i * width + l * F, grad_table, gx_out + i * D);
         }
     }
     for (int t = 1; t < n_threads; ++t) {
