@@ -50,6 +50,9 @@ class BenchConfig:
     """Rows to run; "ngp reference" is slow (~10 s a run at 2^18)."""
     out: Path = Path("bench_out")
     """Folder for the PNG plot."""
+    mlp_ceiling: bool = True
+    """Also time the fused MLP kernel alone (forward and backward, no hash grid, no Adam) with
+    the features of lego at 200x200 (12 levels of 2): a ceiling for whole training steps."""
 
 
 def _time(fn: Callable[[], None], runs: int) -> float:
@@ -117,6 +120,30 @@ def measure(field: Field, n: int, position_grad: bool, runs: int) -> Dict[str, f
     }
 
 
+def mlp_ceiling(n: int, runs: int) -> Tuple[float, float]:
+    """The fused MLP kernel alone on ``n`` samples, forward and backward: ``(samples/s, useful
+    GFLOP/s)``. The features are those of lego at 200x200 (12 levels of 2), the widths the
+    ``ngp`` default; useful FLOPs count 3 x 2 multiply-adds a weight (forward, and backward for
+    inputs and weights), without the kernel's zero padding."""
+    from nfplug.encoding import fused_ngp
+
+    gen = torch.Generator().manual_seed(0)
+    fin, hidden, geo = 12 * 2, 64, 15
+    shapes = [(hidden, fin), (1 + geo, hidden), (hidden, geo + 16), (hidden, hidden), (3, hidden)]
+    weights = [(0.2 * torch.randn(s, generator=gen)).requires_grad_() for s in shapes]
+    feat = torch.randn(n, fin, generator=gen).requires_grad_()
+    sh = torch.randn(n, 16, generator=gen)
+    g_rgb, g_sigma = torch.randn(n, 3, generator=gen), torch.randn(n, generator=gen)
+
+    def forward_backward() -> None:
+        rgb, sigma = fused_ngp.ngp_mlps(feat, sh, weights, "trunc_exp")
+        torch.autograd.backward([rgb, sigma], [g_rgb, g_sigma])
+
+    seconds = _time(forward_backward, runs)
+    flops = 6 * sum(a * b for a, b in shapes) * n
+    return n / seconds, flops / seconds / 1e9
+
+
 def plot(results: Dict[Tuple[str, int], Dict[str, float]], out: Path) -> Path:
     import matplotlib
 
@@ -176,6 +203,14 @@ def main(config: BenchConfig) -> None:
             print(
                 f"warning: at N={n} the fused MLP kernel (ngp) is slower than PyTorch's MLPs (ngp previous): "
                 "check how nfplug/encoding/fused_ngp.py compiles for this CPU"
+            )
+    if config.mlp_ceiling:
+        for n in config.batch_sizes:
+            rate, gflops = mlp_ceiling(n, config.runs)
+            print(
+                f"ceiling: the fused MLPs alone, forward+backward, N={n}: {rate / 1e6:.2f} M samples/s, "
+                f"{gflops:.0f} GFLOP/s useful ({gflops / peak['sgemm_gflops']:.0%} of sgemm); "
+                "no whole training step can pass this rate"
             )
     print(f"\nplot: {plot(results, config.out)}")
 
