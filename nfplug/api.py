@@ -21,6 +21,12 @@ options (``nfplug train``, and a run's ``config.json`` for ``--resume``, ``eval`
 
 NaN and infinite floats are refused for every plugin, with or without ``validate()``.
 
+Versions: :data:`API_VERSION` is the version of these contracts. A plugin may declare the version
+it was written for as a class attribute, ``api_version = 1``; ``nfplug plugins`` (and loading it
+for a run) then says so in one line when it differs from this nfplug's. ``nfplug.testing``
+checks a plugin against the contracts (shapes, ranges, gradients, state, determinism, a few
+training steps).
+
 Conventions used throughout:
 
 - Scene coordinates are world units; ``FieldContext.aabb`` is the scene box
@@ -46,6 +52,9 @@ from nfplug.config import check, check_memory, require_choice, require_range, va
 from nfplug.errors import NfplugError
 
 TASKS = ("scene", "image")
+
+API_VERSION = 1
+"""Version of the plugin contracts in this module (docs/DESIGN.md, "API versions")."""
 
 
 @dataclass(frozen=True)

@@ -373,7 +373,11 @@ def cmd_plugins(argv: List[str]) -> int:
     from nfplug.config import PLUGIN_KINDS
 
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: nfplug plugins\n\nList every registered field, init, sampler and dataset format, and whether it loads.")
+        print(
+            "usage: nfplug plugins\n\nList every registered field, init, sampler and dataset format, and whether it loads.\n"
+            "Plugins come from installed packages' entry points and, for development, from the environment variable\n"
+            "NFPLUG_PLUGINS='KIND:NAME=MODULE:CLASS;...' (MODULE a module importable from the current folder, or a .py file)."
+        )
         return 0
     rows = [("NAME", "KIND", "DISTRIBUTION", "STATUS", "DESCRIPTION")]
     problems = []
@@ -382,9 +386,12 @@ def cmd_plugins(argv: List[str]) -> int:
             warnings.simplefilter("ignore")
             statuses = registry.load_all(kind)
         for s in statuses:
-            rows.append((s.entry.name, slot, s.entry.distribution, "ok" if s.loaded else "FAILED", s.description if s.loaded else "(see below)"))
+            status = "FAILED" if not s.loaded else ("API MISMATCH" if s.api_warning else "ok")
+            rows.append((s.entry.name, slot, s.entry.distribution, status, s.description if s.loaded else "(see below)"))
             if not s.loaded:
                 problems.append(s.error)
+            elif s.api_warning:
+                problems.append(s.api_warning)
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])

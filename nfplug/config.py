@@ -312,6 +312,8 @@ class TrainBase:
     """Evaluate on a few held-out views every N steps (0: only at the end)."""
     eval_views: int = 4
     """Held-out views used by the periodic evaluations (the final one uses all)."""
+    final_eval_views: Optional[int] = None
+    """Held-out views of the final evaluation, spread evenly over the split (default: all of them)."""
     eval_at_seconds: Tuple[float, ...] = ()
     """Also evaluate when the training time passes each of these seconds (e.g. 120 300 600)."""
     checkpoint_every: int = 500
@@ -338,6 +340,8 @@ class TrainBase:
         check(self.batch_size >= 0, "--batch-size", "must be at least 1 (or 0 for full batch)")
         require_range(self.eval_every, "--eval-every", 0)
         require_range(self.eval_views, "--eval-views", 1)
+        if self.final_eval_views is not None:
+            require_range(self.final_eval_views, "--final-eval-views", 1)
         require_range(self.eval_at_seconds, "--eval-at-seconds", 0)
         require_range(self.checkpoint_every, "--checkpoint-every", 0)
         require_range(self.seed, "--seed", 0, 2**32 - 1)  # numpy's seed range

@@ -21,7 +21,7 @@ def positional_encoding(x: Tensor, n_frequencies: int, include_input: bool = Tru
         with the ``D`` coordinates innermost.
     """
     freqs = math.pi * 2.0 ** torch.arange(n_frequencies, dtype=x.dtype, device=x.device)  # [L]
-    angles = (x[:, None, :] * freqs[None, :, None]).reshape(x.shape[0], -1)  # [N, L * D]
+    angles = (x[:, None, :] * freqs[None, :, None]).reshape(x.shape[0], n_frequencies * x.shape[1])  # [N, L * D]
     parts = [x] if include_input else []
     parts += [torch.sin(angles), torch.cos(angles)]
     return torch.cat(parts, -1)

@@ -327,7 +327,8 @@ def _train_in(
 
     field.eval()
     field.set_parts(None)
-    metrics = evaluate_views(task, field, eval_split, writer=writer, step=step)
+    final_views = None if config.final_eval_views is None else _eval_indices(task, eval_split, config.final_eval_views)
+    metrics = evaluate_views(task, field, eval_split, indices=final_views, writer=writer, step=step)
     if field.n_parts() > 1:  # on the periodic-eval views: K full evaluations of a scene take long
         metrics["parts"] = evaluate_parts(task, field, eval_split, indices=_eval_indices(task, eval_split, config.eval_views), with_ssim=False)
     metrics.update({"step": step, "train_seconds": round(elapsed, 2), "peak_memory_mb": round(peak_memory_mb(device), 1)})
