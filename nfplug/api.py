@@ -120,6 +120,9 @@ class Field(nn.Module):
 
     Config: ClassVar[type] = EmptyConfig
     description: ClassVar[str] = ""
+    api_version: ClassVar[Optional[int]] = None
+    """The :data:`API_VERSION` the plugin was written for (None: not declared); the same on every
+    plugin kind."""
     tasks: ClassVar[Tuple[str, ...]] = ("scene",)
     default_lr: ClassVar[float] = 1e-2
     """Adam learning rate used when the user gives no ``--optim.lr`` (hash grids like 1e-2,
@@ -224,6 +227,7 @@ class Init:
 
     Config: ClassVar[type] = EmptyConfig
     description: ClassVar[str] = ""
+    api_version: ClassVar[Optional[int]] = None
 
     def __init__(self, config: Any) -> None:
         validate_options(config, "--init.")
@@ -326,6 +330,7 @@ class Sampler:
 
     Config: ClassVar[type] = EmptyConfig
     description: ClassVar[str] = ""
+    api_version: ClassVar[Optional[int]] = None
     needs_position_grad: ClassVar[bool] = False
 
     def __init__(self, config: Any, context: SamplerContext) -> None:
@@ -445,6 +450,7 @@ class Dataset:
 
     Config: ClassVar[type] = EmptyConfig
     description: ClassVar[str] = ""
+    api_version: ClassVar[Optional[int]] = None
     priority: ClassVar[int] = 0
 
     def __init__(self, config: Any, context: DatasetContext) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-from nfplug.api import Dataset, DatasetSplit, SceneHints
+from nfplug.api import API_VERSION, Dataset, DatasetSplit, SceneHints
 from nfplug.data.scene import available_splits, load_blender
 
 NEAR, FAR = 2.0, 6.0
@@ -14,6 +14,7 @@ BOX = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
 
 class BlenderDataset(Dataset):
     description = "NeRF Blender synthetic: transforms_train.json / _val / _test (scene in [-1.5, 1.5]^3, near 2, far 6)"
+    api_version = API_VERSION
     priority = 40
 
     @classmethod

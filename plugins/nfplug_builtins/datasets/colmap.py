@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nfplug.api import SceneHints
+from nfplug.api import API_VERSION, SceneHints
 from nfplug.data.captures import CaptureDataset, base_image_folder, holdout_indices
 from nfplug.data.colmap_model import camera_to_world, find_model, pinhole_and_distortion, read_model
 from nfplug.data.scene import fail
@@ -19,6 +19,7 @@ from nfplug.errors import NfplugError
 
 class ColmapDataset(CaptureDataset):
     description = "COLMAP: sparse/0/{cameras,images,points3D}.{bin,txt} with images/ (every 8th image held out)"
+    api_version = API_VERSION
     priority = 20
 
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 
-from nfplug.api import SceneHints
+from nfplug.api import API_VERSION, SceneHints
 from nfplug.data.captures import CaptureDataset, base_image_folder, holdout_indices
 from nfplug.data.scene import check_rotation, fail
 
@@ -20,6 +20,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 class LLFFDataset(CaptureDataset):
     description = "LLFF: poses_bounds.npy with images/ or images_N/ (every 8th image held out)"
+    api_version = API_VERSION
     priority = 10
 
     @classmethod

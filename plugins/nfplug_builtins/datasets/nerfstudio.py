@@ -25,7 +25,7 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-from nfplug.api import SceneHints
+from nfplug.api import API_VERSION, SceneHints
 from nfplug.data.cameras import opengl_to_opencv
 from nfplug.data.captures import CaptureDataset, base_image_folder, holdout_indices, read_ply_points
 from nfplug.data.scene import fail, parse_frame, read_json
@@ -37,6 +37,7 @@ UNSUPPORTED_DISTORTION = ("k3", "k4")
 
 class NerfstudioDataset(CaptureDataset):
     description = "nerfstudio / instant-ngp: transforms.json (per-frame intrinsics, OPENCV distortion, aabb_scale)"
+    api_version = API_VERSION
     priority = 30
 
     @classmethod

@@ -33,7 +33,7 @@ from typing import List, Tuple
 import torch
 from torch import Tensor, nn
 
-from nfplug.api import Field, FieldContext, check, require_range
+from nfplug.api import API_VERSION, Field, FieldContext, check, require_range
 from nfplug.errors import NfplugError
 from nfplug_builtins.inits.siren import siren_uniform_
 
@@ -98,6 +98,7 @@ class ASMRField(Field):
             check(2 <= n_x <= 32, "--field.bases-x", f"must have between 2 and 32 entries (levels), got {n_x}")
 
     description = "multi-resolution SIREN with activation sharing (ASMR, Li et al. 2024), images only"
+    api_version = API_VERSION
     tasks = ("image",)
 
     def __init__(self, config: "ASMRField.Config", context: FieldContext) -> None:

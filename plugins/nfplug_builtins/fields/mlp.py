@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import Field, FieldContext, require_range
+from nfplug.api import API_VERSION, Field, FieldContext, require_range
 from nfplug.encoding.appearance import AppearanceEmbedding
 from nfplug.encoding.frequency import PositionalEncoding
 
@@ -57,6 +57,7 @@ class MLPField(Field):
             require_range(self.image_n_frequencies, "--field.image-n-frequencies", 0, MAX_FREQUENCIES)
 
     description = "NeRF MLP with positional encoding (Mildenhall et al. 2020)"
+    api_version = API_VERSION
     tasks = ("scene", "image")
 
     def __init__(self, config: "MLPField.Config", context: FieldContext) -> None:

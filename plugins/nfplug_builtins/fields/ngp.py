@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import Field, FieldContext, check_memory, require_choice, require_range
+from nfplug.api import API_VERSION, Field, FieldContext, check_memory, require_choice, require_range
 from nfplug.encoding.appearance import AppearanceEmbedding
 from nfplug.encoding import fused_ngp
 from nfplug.encoding.frequency import spherical_harmonics
@@ -160,6 +160,7 @@ class NGPField(Field):
             require_choice(self.density_activation, "--field.density-activation", ("trunc_exp", "softplus"))
 
     description = "Instant-NGP: multiresolution hash grid + small MLPs (C++ CPU kernel)"
+    api_version = API_VERSION
     tasks = ("scene", "image")
 
     def __init__(self, config: "NGPField.Config", context: FieldContext) -> None:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import Field, FieldContext, require_range
+from nfplug.api import API_VERSION, Field, FieldContext, require_range
 from nfplug_builtins.inits.siren import siren_uniform_
 
 
@@ -49,6 +49,7 @@ class SirenField(Field):
             require_range(self.first_omega_0, "--field.first-omega-0", 0, low_open=True)
 
     description = "MLP with sine activations (SIREN, Sitzmann et al. 2020)"
+    api_version = API_VERSION
     tasks = ("scene", "image")
 
     def __init__(self, config: "SirenField.Config", context: FieldContext) -> None:

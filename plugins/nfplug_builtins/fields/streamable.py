@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nfplug.api import Field, FieldContext, TrainingStage, check, require_range
+from nfplug.api import API_VERSION, Field, FieldContext, TrainingStage, check, require_range
 from nfplug.encoding.frequency import spherical_harmonics
 from nfplug.encoding.hashgrid import HashGrid
 from nfplug.errors import NfplugError
@@ -116,6 +116,7 @@ class StreamableField(Field):
             require_range(self.geo_feat_dim, "--field.geo-feat-dim", 0)
 
     description = "streamable field: parts of growing width decode coarse to fine (Cho et al. 2022)"
+    api_version = API_VERSION
     tasks = ("scene", "image")
 
     def __init__(self, config: "StreamableField.Config", context: FieldContext) -> None:

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from nfplug.api import Field, Init, require_range
+from nfplug.api import API_VERSION, Field, Init, require_range
 from nfplug.errors import NfplugError
 
 
@@ -89,6 +89,7 @@ class SirenInit(Init):
             require_range(self.omega_0, "--init.omega-0", 0, low_open=True)
 
     description = "SIREN initialization (Sitzmann et al. 2020)"
+    api_version = API_VERSION
 
     def apply(self, field: Field, generator: torch.Generator) -> None:
         layers = field_layers(field, "siren")

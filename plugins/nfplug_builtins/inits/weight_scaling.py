@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from nfplug.api import Field, Init, require_range
+from nfplug.api import API_VERSION, Field, Init, require_range
 from nfplug_builtins.inits.siren import field_layers, resolve_omega_0, siren_uniform_
 
 
@@ -37,6 +37,7 @@ class WeightScalingInit(Init):
             require_range(self.omega_0, "--init.omega-0", 0, low_open=True)
 
     description = "SIREN init with weights scaled by alpha (Yeom et al., ICLR 2025)"
+    api_version = API_VERSION
 
     def apply(self, field: Field, generator: torch.Generator) -> None:
         layers = field_layers(field, "weight-scaling")

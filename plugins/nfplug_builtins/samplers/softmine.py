@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nfplug.api import RayBatch, Sampler, SamplerContext, StepFeedback
+from nfplug.api import API_VERSION, RayBatch, Sampler, SamplerContext, StepFeedback
 from nfplug.errors import NfplugError
 
 
@@ -128,6 +128,7 @@ class SoftMineSampler(Sampler):
 
     Config = SoftMineConfig
     description = "soft mining: Langevin-moved samples towards high error, importance-weighted loss (CVPR 2024)"
+    api_version = API_VERSION
     needs_position_grad = True
 
     def __init__(self, config: SoftMineConfig, context: SamplerContext) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
-from nfplug.api import RayBatch, Sampler, SamplerContext, StepFeedback, require_choice, require_range
+from nfplug.api import API_VERSION, RayBatch, Sampler, SamplerContext, StepFeedback, require_choice, require_range
 from nfplug.errors import NfplugError
 
 SCHEDULES = ("step", "constant", "linear", "cosine")
@@ -89,6 +89,7 @@ class TeachingSampler(Sampler):
 
     Config = TeachingConfig
     description = "implicit neural teaching: train on the top-k error pixels, re-ranked on a schedule (ICML 2024)"
+    api_version = API_VERSION
 
     def __init__(self, config: TeachingConfig, context: SamplerContext) -> None:
         super().__init__(config, context)  # validates config (TeachingConfig.validate)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nfplug.api import RayBatch, Sampler, SamplerContext
+from nfplug.api import API_VERSION, RayBatch, Sampler, SamplerContext
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class UniformSampler(Sampler):
 
     Config = UniformConfig
     description = "uniformly random pixels over all training images (the NeRF default)"
+    api_version = API_VERSION
 
     def __init__(self, config: UniformConfig, context: SamplerContext) -> None:
         super().__init__(config, context)
