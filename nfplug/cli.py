@@ -27,6 +27,7 @@ commands:
   export        write a trained run for streaming (--format stream: one chunk per part)
   process-data  turn photos or a video into a posed scene (structure from motion with COLMAP)
   plugins       list the installed fields, inits, samplers and dataset formats
+  new-plugin    write a ready plugin package to fill in (a field, init, sampler or dataset format)
 
 'nfplug COMMAND --help' shows a command's options."""
 
@@ -37,7 +38,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    commands = {"train": cmd_train, "eval": cmd_eval, "render": cmd_render, "export": cmd_export, "plugins": cmd_plugins, "process-data": cmd_process_data}
+    commands = {"train": cmd_train, "eval": cmd_eval, "render": cmd_render, "export": cmd_export, "plugins": cmd_plugins, "process-data": cmd_process_data, "new-plugin": cmd_new_plugin}
     if command not in commands:
         print(f"nfplug: error: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -399,6 +400,35 @@ def cmd_plugins(argv: List[str]) -> int:
         print(f"warning: {p}", file=sys.stderr)
     return 0
 
+
+def cmd_new_plugin(argv: List[str]) -> int:
+    from nfplug.scaffold import KINDS, names_for, new_plugin
+
+    usage = f"usage: nfplug new-plugin KIND NAME [--output DIR] (KIND: {', '.join(KINDS)})"
+    if any(a in ("-h", "--help") for a in argv):
+        print(
+            "usage: nfplug new-plugin KIND NAME [--output DIR]\n\n"
+            "Write a ready plugin package to fill in: pyproject.toml with the entry point, a documented class that\n"
+            "works, a test that runs nfplug.testing's conformance checks on it, and a README.\n\n"
+            f"  KIND          {', '.join(KINDS)}\n"
+            "  NAME          the name users will type (--sampler NAME), e.g. my-sampler\n"
+            "  --output DIR  the folder to create (default: ./nfplug-NAME)"
+        )
+        return 0
+    output, rest = take_option(argv, "output")
+    unknown = [a for a in rest if a.startswith("-")]
+    if unknown:
+        raise NfplugError(f"{unknown[0]}: unknown option; {usage}")
+    if len(rest) != 2:
+        raise NfplugError(f"expected KIND and NAME, got {len(rest)} argument(s); {usage}")
+    kind, name = rest
+    if output == "":
+        raise NfplugError("--output: must not be empty")
+    folder = new_plugin(kind, name, Path(output or f"nfplug-{name}"))
+    names = names_for(kind, name)
+    print(f"wrote {folder}/: {names['package']}/{kind}.py (the {kind} '{name}', class {names['cls']}), tests/, pyproject.toml, README.md")
+    print(f"next: cd {folder} && pip install -e . && pytest")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())
