@@ -421,7 +421,8 @@ def check_sampler(cls: type, config: Any = None, *, train: bool = True, name: Op
     """Check a sampler class against the ``Sampler`` contract.
 
     Rules, over 12 steps on a masked scene, an unmasked scene and a full-batch masked image
-    (:func:`sampler_contexts`): ``sample`` returns a :class:`~nfplug.api.RayBatch` with the
+    (:func:`sampler_contexts`; a sampler may refuse some of them with a one-line
+    :class:`~nfplug.errors.NfplugError` from its constructor, not all): ``sample`` returns a :class:`~nfplug.api.RayBatch` with the
     documented shapes, dtypes and device, image indices and pixels in range; masks respected;
     ``loss_weight`` and the batch's weights positive and finite; ``scalars`` finite; two samplers
     with the same seed draw the same batches; the state after 6 steps goes through
@@ -433,10 +434,16 @@ def check_sampler(cls: type, config: Any = None, *, train: bool = True, name: Op
     if not (isinstance(cls, type) and issubclass(cls, Sampler)):
         _fail(plugin, "is a Sampler", f"{cls!r} is not a subclass of nfplug.api.Sampler", "subclass nfplug.api.Sampler")
     config = _config(cls, config)
+    refused = []
     for ctx in sampler_contexts():
         where = f"{ctx.task} task{', masked' if ctx.pixel_mask is not None else ''}"
         build = lambda: cls(config, ctx)  # noqa: E731
-        a, b = build(), build()
+        try:
+            a = build()
+        except NfplugError as e:  # a sampler may refuse a context it cannot serve, in one line
+            refused.append(f"{where}: {e}")
+            continue
+        b = build()
         first = _sampler_steps(f"{plugin} ({where})", a, ctx, torch.Generator().manual_seed(0), range(6))
         if not _same(first, _sampler_steps(plugin, b, ctx, torch.Generator().manual_seed(0), range(6))):
             _fail(plugin, "determinism for a seed", f"{where}: two samplers with the same generator drew different batches",
@@ -451,6 +458,9 @@ def check_sampler(cls: type, config: Any = None, *, train: bool = True, name: Op
         if not _same(ahead, _sampler_steps(plugin, fresh, ctx, resumed_generator, range(6, 12))):
             _fail(plugin, "an identical resume after a checkpoint", f"{where}: a sampler restored from state_dict() drew other batches than the original",
                   "put all state that later batches depend on in state_dict() and restore it in load_state_dict()")
+    if len(refused) == len(sampler_contexts()):
+        _fail(plugin, "works in at least one context", "its constructor raised NfplugError in every one (" + "; ".join(refused) + ")",
+              "accept the unmasked scene context at least (12x16 images, 64 rays a step)")
     if train:
         run_name = name or cls.__name__.lower()
         with registry.registered("samplers", run_name, cls):
