@@ -34,6 +34,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from nfplug.config import check_memory, require_choice, require_range
 from nfplug.profiling import section
 from nfplug.native import load_library
 
@@ -603,3 +604,29 @@ class HashGrid(nn.Module):
     def kernel_runs(self, x: Tensor) -> bool:
         """Whether :func:`hash_encode` runs the C++ kernel on ``x`` (else the reference)."""
         return _kernel_runs(x, self.table, self.layout)
+
+
+MAX_LEVELS = 128  # tiny-cuda-nn's limit on hash-grid levels
+MAX_RESOLUTION = 2**24  # finer cells than float32 positions in [0, 1] can tell apart
+FEATURES_PER_LEVEL = (1, 2, 4, 8)  # the kernel's
+MAX_LOG2_HASHMAP_SIZE = 31  # the kernel indexes a level's table with uint32
+
+
+def validate_hash_grid(c: object, grids: Tuple[Tuple[str, int, int, int], ...]) -> None:
+    """The hash-grid options of a field's Config (``ngp`` and ``streamable``) (``c.n_features_per_level``,
+    ``c.log2_hashmap_size``, ``c.base_resolution``), and the memory of the largest of ``grids``
+    (``(task, dim, n_levels, max_resolution)``): its float32 tables, their gradients and Adam's
+    two moments must fit in the machine's memory."""
+    for _, _, n_levels, _ in grids:
+        require_range(n_levels, "--field.n-levels", 1, MAX_LEVELS)
+    require_choice(c.n_features_per_level, "--field.n-features-per-level", FEATURES_PER_LEVEL)
+    require_range(c.base_resolution, "--field.base-resolution", 1, MAX_RESOLUTION)
+    log2 = min(max(c.log2_hashmap_size, 0), 64)  # the estimate must not build a huge integer
+    tables = []
+    for task, dim, n_levels, max_res in grids:
+        layout = grid_layout(dim, n_levels, c.n_features_per_level, log2, c.base_resolution, max_res)
+        tables.append((layout.n_params * c.n_features_per_level * 4, task))
+    table, task = max(tables)
+    what = f"a {task}'s hash tables ({table / 1e9:.1f} GB), with their gradients and Adam's moments,"
+    check_memory(4 * table, "--field.log2-hashmap-size", what)
+    require_range(c.log2_hashmap_size, "--field.log2-hashmap-size", 1, MAX_LOG2_HASHMAP_SIZE)

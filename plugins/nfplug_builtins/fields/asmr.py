@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from nfplug.api import API_VERSION, Field, FieldContext, check, require_range
 from nfplug.errors import NfplugError
-from nfplug_builtins.inits.siren import siren_uniform_
+from nfplug.nn import siren_uniform_
 
 
 def factorize(size: int, levels: int) -> Tuple[int, ...]:

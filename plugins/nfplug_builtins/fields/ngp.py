@@ -20,38 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import API_VERSION, Field, FieldContext, check_memory, require_choice, require_range
+from nfplug.api import API_VERSION, Field, FieldContext, require_choice, require_range
 from nfplug.encoding.appearance import AppearanceEmbedding
 from nfplug.encoding import fused_ngp
 from nfplug.encoding.frequency import spherical_harmonics
-from nfplug.encoding.hashgrid import HashGrid, grid_layout
+from nfplug.encoding.hashgrid import MAX_LEVELS, MAX_RESOLUTION, HashGrid, validate_hash_grid
+from nfplug.nn import trunc_exp
 from nfplug.errors import NfplugError
-
-MAX_LEVELS = 128  # tiny-cuda-nn's limit on hash-grid levels
-MAX_RESOLUTION = 2**24  # finer cells than float32 positions in [0, 1] can tell apart
-FEATURES_PER_LEVEL = (1, 2, 4, 8)  # the kernel's
-MAX_LOG2_HASHMAP_SIZE = 31  # the kernel indexes a level's table with uint32
-
-
-def validate_hash_grid(c: object, grids: Tuple[Tuple[str, int, int, int], ...]) -> None:
-    """The hash-grid options shared by ``ngp`` and ``streamable`` (``c.n_features_per_level``,
-    ``c.log2_hashmap_size``, ``c.base_resolution``), and the memory of the largest of ``grids``
-    (``(task, dim, n_levels, max_resolution)``): its float32 tables, their gradients and Adam's
-    two moments must fit in the machine's memory."""
-    for _, _, n_levels, _ in grids:
-        require_range(n_levels, "--field.n-levels", 1, MAX_LEVELS)
-    require_choice(c.n_features_per_level, "--field.n-features-per-level", FEATURES_PER_LEVEL)
-    require_range(c.base_resolution, "--field.base-resolution", 1, MAX_RESOLUTION)
-    log2 = min(max(c.log2_hashmap_size, 0), 64)  # the estimate must not build a huge integer
-    tables = []
-    for task, dim, n_levels, max_res in grids:
-        layout = grid_layout(dim, n_levels, c.n_features_per_level, log2, c.base_resolution, max_res)
-        tables.append((layout.n_params * c.n_features_per_level * 4, task))
-    table, task = max(tables)
-    what = f"a {task}'s hash tables ({table / 1e9:.1f} GB), with their gradients and Adam's moments,"
-    check_memory(4 * table, "--field.log2-hashmap-size", what)
-    require_range(c.log2_hashmap_size, "--field.log2-hashmap-size", 1, MAX_LOG2_HASHMAP_SIZE)
-
 
 DEFAULT_LEVELS = 16
 DEFAULT_MAX_RESOLUTION = 2048
@@ -77,25 +52,6 @@ def scene_grid_size(c: "NGPField.Config", pixel_size: Optional[float]) -> Tuple[
             max_res = int(min(DEFAULT_MAX_RESOLUTION, max(c.base_resolution, 2 ** round(math.log2(2 / pixel_size)))))
     n_levels = c.n_levels if c.n_levels is not None else levels_for(max_res, c.base_resolution)
     return n_levels, max_res
-
-
-class _TruncExp(torch.autograd.Function):
-    """``exp`` whose gradient is clamped at ``exp(15)`` (torch-ngp / nerfacc's trunc_exp)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return torch.exp(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return grad * torch.exp(x.clamp(max=15.0))
-
-
-def trunc_exp(x: Tensor) -> Tensor:
-    """``exp(x)`` with a gradient that cannot overflow for large ``x``."""
-    return _TruncExp.apply(x)
 
 
 def _mlp(in_dim: int, hidden_dim: int, n_hidden: int, out_dim: int) -> nn.Sequential:

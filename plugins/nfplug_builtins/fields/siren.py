@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nfplug.api import API_VERSION, Field, FieldContext, require_range
-from nfplug_builtins.inits.siren import siren_uniform_
+from nfplug.nn import siren_uniform_
 
 
 class SirenField(Field):

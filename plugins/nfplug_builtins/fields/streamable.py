@@ -34,7 +34,8 @@ from nfplug.api import API_VERSION, Field, FieldContext, TrainingStage, check, r
 from nfplug.encoding.frequency import spherical_harmonics
 from nfplug.encoding.hashgrid import HashGrid
 from nfplug.errors import NfplugError
-from nfplug_builtins.fields.ngp import MAX_RESOLUTION, trunc_exp, validate_hash_grid
+from nfplug.encoding.hashgrid import MAX_RESOLUTION, validate_hash_grid
+from nfplug.nn import trunc_exp
 
 IMAGE_WIDTHS = (30, 69, 110, 151)  # the authors' spectral-growing widths for Kodak
 SCENE_WIDTHS = (16, 32, 48, 64)  # ngp's hidden width 64 in four parts

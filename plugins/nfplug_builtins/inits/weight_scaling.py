@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from nfplug.api import API_VERSION, Field, Init, require_range
-from nfplug_builtins.inits.siren import field_layers, resolve_omega_0, siren_uniform_
+from nfplug.nn import field_layers, resolve_omega_0, siren_uniform_
 
 
 class WeightScalingInit(Init):
