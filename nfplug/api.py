@@ -112,6 +112,7 @@ class Field(nn.Module):
 
     - ``layers()``: the field's ``nn.Linear`` layers in order from input to output,
       for init plugins that act layer by layer (SIREN-style inits).
+    - ``loss_terms(step)``: regularisers added to the training loss (see the method).
     - ``density_for_marching(x)``: the marcher's density test (no gradients) -> ``(sigma [N],
       reuse)``; a ``reuse`` tensor ``[N, ...]`` (not None) makes the renderer call ``forward(x_kept,
       d, reuse=reuse[kept])`` on the samples the test kept, so the field need not redo work for
@@ -165,6 +166,13 @@ class Field(nn.Module):
 
     def layers(self) -> List[nn.Linear]:
         raise NotImplementedError(f"{type(self).__name__} does not expose its layers")
+
+    def loss_terms(self, step: int) -> Dict[str, Tensor]:
+        """Regularisers the field adds to the training loss, computed after the step's forward pass:
+        name -> scalar tensor, already weighted (e.g. ``{"l2": 1e-6 * w.square().sum()}``). The
+        engine adds them to the loss (they are not per ray, so no sampler weighs them) and logs
+        them to TensorBoard as ``loss/<name>``. Default: none."""
+        return {}
 
     def inference_macs_per_sample(self) -> Optional[float]:
         """Multiply-accumulates per output sample at inference, if the field counts them

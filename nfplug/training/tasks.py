@@ -3,14 +3,54 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Dict, List, Optional, Protocol, Tuple, runtime_checkable
 
 import torch
+from torch import Tensor
 
+from nfplug.api import Field, FieldContext, RayBatch
 from nfplug.training.image_task import ImageTask, is_image_path
 from nfplug.training.scene_task import SceneTask
 
-Task = Union[SceneTask, ImageTask]
+
+@runtime_checkable
+class Task(Protocol):
+    """What the engine (training, evaluation, renders, export) asks of a task: ``SceneTask`` (rays,
+    marching, volume rendering) and ``ImageTask`` (coordinates in [-1, 1]^2). Between the field and
+    the sampler, a task turns pixels into the field's inputs and its outputs into colours."""
+
+    name: str
+    """``"scene"`` or ``"image"``."""
+    images: Tensor
+    """``[n, H, W, C]`` training images in [0, 1]."""
+    train_mask: Optional[Tensor]
+    """``[n, H, W]`` bool, the pixels training may use, or None for all."""
+
+    @property
+    def eval_split_name(self) -> str: ...  # the held-out split evaluations use
+
+    @property
+    def scene_name(self) -> str: ...  # for default run-folder names
+
+    def splits(self) -> List[str]: ...
+
+    def n_views(self, split: str) -> int: ...
+
+    def field_context(self) -> FieldContext: ...
+
+    def parameters(self) -> List[Tensor]: ...  # the task's own trainable parameters (a learned background)
+
+    def before_step(self, step: int, field: Field) -> Optional[str]: ...  # e.g. the occupancy-grid update; a warning or None
+
+    def train_forward(self, field: Field, batch: RayBatch, generator: torch.Generator) -> Tuple[Tensor, Tensor, Dict[str, Any]]: ...
+
+    def predict_errors(self, field: Field, image_index: Tensor, pixel_xy: Tensor) -> Tensor: ...
+
+    def render_view(self, field: Field, split: str, index: int) -> Any: ...
+
+    def state_dict(self) -> Dict[str, Any]: ...
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None: ...
 
 
 def task_name(config: Any) -> str:

@@ -6,7 +6,7 @@ One step::
     pred, gt = task.train_forward(field, batch)  # (once per decoded width for slimmable fields)
     per_ray = mean_c (pred - gt)^2            # handed back to the sampler
     batch.weight = sampler.loss_weight(...)   # may depend on this step's errors
-    loss = mean(batch.weight * per_ray)
+    loss = mean(batch.weight * per_ray) + regularisers   # the task's and Field.loss_terms (objective.py)
     loss.backward(); adam.step()
     d per_ray / d pixel_xy                    # only if the sampler asks for it (same backward)
     sampler.update(feedback)
@@ -41,8 +41,9 @@ from nfplug.training.checkpoint import load_run_checkpoint, restoring, save_chec
 from nfplug.training.rundir import open_run_dir
 from nfplug.training.evaluation import evaluate_parts, evaluate_views, write_metrics
 from nfplug.training.history import History
+from nfplug.training.objective import build_optimizer, field_regularizers, per_ray_loss, ray_errors, step_loss
 from nfplug.training.run import build_field, plugin_classes, save_run_config, select_device, write_json_atomic
-from nfplug.training.tasks import build_task
+from nfplug.training.tasks import Task, build_task
 
 @dataclass
 class TrainResult:
@@ -117,7 +118,7 @@ def _train_in(
     config: Any,
     names: Dict[str, str],
     classes: Dict[str, type],
-    task: Any,
+    task: Task,
     field: Field,
     device: torch.device,
     generator: torch.Generator,
@@ -133,7 +134,7 @@ def _train_in(
     schedule_steps = config.max_steps  # the learning-rate schedule's length, kept across --resume
     stages = field.training_stages(config.max_steps)
     stage_index = _stage_index(stages, 0)
-    optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr, task)
+    optimizer = build_optimizer(config, field, stages[stage_index], peak_lr, task)
     sampler = classes["sampler"](
         config.sampler,
         SamplerContext(
@@ -160,7 +161,7 @@ def _train_in(
                 stages = [TrainingStage(int(s["start"]), tuple(s["parts"]), tuple(s["frozen"])) for s in ckpt["stages"]]
             schedule_steps = int(ckpt.get("schedule_steps", schedule_steps))
             stage_index = _stage_index(stages, step)
-            optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr, task)
+            optimizer = build_optimizer(config, field, stages[stage_index], peak_lr, task)
             if int(ckpt.get("stage", 0)) == stage_index:  # else the checkpoint ends the previous stage
                 optimizer.load_state_dict(ckpt["optimizer"])
             task.load_state_dict(ckpt["task"])
@@ -216,7 +217,7 @@ def _train_in(
             with profiling(profile):  # --profile: time per stage (nfplug.profiling)
                 if _stage_index(stages, step) != stage_index:
                     stage_index = _stage_index(stages, step)
-                    optimizer = _stage_optimizer(config, field, stages[stage_index], peak_lr, task)
+                    optimizer = build_optimizer(config, field, stages[stage_index], peak_lr, task)
                     tqdm.write(f"step {step}: training stage {stage_index + 1} of {len(stages)} ({_describe(stages[stage_index])})")
                 stage = stages[stage_index]
                 stage_end = stages[stage_index + 1].start if stage_index + 1 < len(stages) else schedule_steps
@@ -238,18 +239,20 @@ def _train_in(
                 for parts in decoded[:-1]:
                     field.set_parts(parts)
                     pred, gt, _ = task.train_forward(field, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator)
-                    narrower.append(((pred - gt) ** 2).mean(dim=-1))
+                    narrower.append(per_ray_loss(pred, gt))
                 field.set_parts(decoded[-1])
                 if sampler.needs_position_grad:
                     batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
                 pred, gt, stats = task.train_forward(field, batch, generator)
                 with section("loss"):
-                    per_ray = ((pred - gt) ** 2).mean(dim=-1)
-                    error = (pred - gt).detach().abs().sum(dim=-1)
+                    per_ray = per_ray_loss(pred, gt)
+                    error = ray_errors(pred, gt)
                     batch.weight = sampler.loss_weight(step, batch, per_ray.detach(), error).detach()
-                    loss = (batch.weight * per_ray).mean() + sum((batch.weight * other).mean() for other in narrower)
-                    if "regularizer" in stats:  # e.g. the distortion loss: not per ray, so no sampler weighs it
-                        loss = loss + stats.pop("regularizer")
+                    # Terms that are not per ray, so no sampler weighs them: the task's (the distortion
+                    # loss) and the field's own (Field.loss_terms).
+                    regularizers = {"distortion": stats.pop("regularizer")} if "regularizer" in stats else {}
+                    regularizers.update(field_regularizers(field, step))
+                    loss = step_loss(batch.weight, per_ray, narrower, regularizers)
 
                 optimizer.zero_grad(set_to_none=True)
                 if loss.requires_grad:
@@ -300,6 +303,8 @@ def _train_in(
                 writer.add_scalar("train/rays_per_second", rays_per_s, step)
                 for key, value in stats.items():
                     writer.add_scalar(f"train/{key}", value, step)
+                for key, value in regularizers.items():
+                    writer.add_scalar(f"loss/{key}", float(value.detach()), step)
                 for key, value in sampler.scalars().items():
                     writer.add_scalar(f"sampler/{key}", value, step)
                 if hasattr(task, "renderer"):
@@ -361,24 +366,6 @@ def _eval_indices(task: Any, split: str, n_views: int) -> List[int]:
 
 def _stage_index(stages: List[TrainingStage], step: int) -> int:
     return max(i for i, stage in enumerate(stages) if stage.start <= step or i == 0)
-
-
-def _stage_optimizer(config: Any, field: Field, stage: TrainingStage, lr: float, task: Any) -> torch.optim.Optimizer:
-    """A fresh Adam over the parameters ``stage`` trains, and the task's own (a learned
-    background); frozen parts stop taking gradients, so nothing (moments, weight decay) can move them."""
-    parts = field.parameter_parts()
-    params = []
-    for name, param in field.named_parameters():
-        if stage.frozen and parts.get(name, 1) in stage.frozen:
-            param.requires_grad_(False)
-        elif stage.frozen or param.requires_grad:
-            param.requires_grad_(True)
-            params.append(param)
-    params += list(task.parameters())
-    # PyTorch's fused Adam (one kernel over all tensors): 1.9 ms a lego step against 7.6 ms for the
-    # default multi-tensor Adam (README, Performance: the --profile table).
-    fused = bool(params) and all(p.dtype in (torch.float32, torch.float64) and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.Adam(params, lr=lr, eps=config.optim.eps, weight_decay=config.optim.weight_decay, fused=fused or None)
 
 
 def _describe(stage: TrainingStage) -> str:
