@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Protocol, Tuple, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +53,7 @@ from nfplug.errors import NfplugError
 
 TASKS = ("scene", "image")
 
-API_VERSION = 1
+API_VERSION = 2
 """Version of the plugin contracts in this module (docs/DESIGN.md, "API versions")."""
 
 
@@ -93,30 +93,19 @@ class FieldContext:
 
 
 class Field(nn.Module):
-    """A neural field. Subclasses implement the methods of the tasks they support.
+    """A neural field: what every field shares (its config and context, the box, options).
 
-    Scene task (after torch-ngp's contract):
+    Subclass :class:`SceneField`, :class:`ImageField` or both (then ``tasks = ("scene", "image")``
+    and ``forward`` follows ``self.context.task``); each says what its task calls. Optional
+    capabilities are separate protocols a field implements by defining their methods:
+    :class:`LayerAccess` (``layers()``, for layer-wise inits), :class:`GridRendering`
+    (``render_grid()``), :class:`MacCounting` (``inference_macs_per_sample()``) and
+    :class:`Streamable` (parts and training stages). The engine asks for them through
+    :func:`field_layers_or_none`, :func:`field_render_grid`, :func:`field_macs_per_sample`,
+    :func:`field_n_parts`, :func:`field_set_parts`, :func:`field_parameter_parts` and
+    :func:`field_training_stages`.
 
-    - ``density(x)``: ``x [N, 3]`` world positions -> ``sigma [N]``, non-negative
-      (post-activation) volume density.
-    - ``forward(x, d)``: positions ``[N, 3]`` and unit view directions ``[N, 3]`` ->
-      ``(rgb [N, 3] in [0, 1], sigma [N])``. A field whose ``uses_appearance`` is True is
-      called ``forward(x, d, image_index=...)`` with each sample's training image ``[N]``
-      (long), or ``image_index=None`` for other views (see :mod:`nfplug.encoding.appearance`).
-
-    Image task:
-
-    - ``forward(coords)``: ``coords [N, 2]`` in ``[-1, 1]`` -> ``rgb [N, C]``.
-
-    Optional:
-
-    - ``layers()``: the field's ``nn.Linear`` layers in order from input to output,
-      for init plugins that act layer by layer (SIREN-style inits).
-    - ``loss_terms(step)``: regularisers added to the training loss (see the method).
-    - ``density_for_marching(x)``: the marcher's density test (no gradients) -> ``(sigma [N],
-      reuse)``; a ``reuse`` tensor ``[N, ...]`` (not None) makes the renderer call ``forward(x_kept,
-      d, reuse=reuse[kept])`` on the samples the test kept, so the field need not redo work for
-      them (``ngp`` passes its hash features). Default: ``(density(x), None)``.
+    For every task: ``loss_terms(step)`` adds regularisers to the training loss (default: none).
     """
 
     Config: ClassVar[type] = EmptyConfig
@@ -161,11 +150,8 @@ class Field(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not implement density()")
 
     def density_for_marching(self, x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-        """Scene task, called without gradients: ``(density(x), reuse)``; see the class docstring."""
+        """Scene task, called without gradients: ``(density(x), reuse)``; see :class:`SceneField`."""
         return self.density(x), None
-
-    def layers(self) -> List[nn.Linear]:
-        raise NotImplementedError(f"{type(self).__name__} does not expose its layers")
 
     def loss_terms(self, step: int) -> Dict[str, Tensor]:
         """Regularisers the field adds to the training loss, computed after the step's forward pass:
@@ -173,37 +159,6 @@ class Field(nn.Module):
         engine adds them to the loss (they are not per ray, so no sampler weighs them) and logs
         them to TensorBoard as ``loss/<name>``. Default: none."""
         return {}
-
-    def inference_macs_per_sample(self) -> Optional[float]:
-        """Multiply-accumulates per output sample at inference, if the field counts them
-        (``nfplug eval`` prints it); ``None`` otherwise."""
-        return None
-
-    def render_grid(self) -> Optional[Tensor]:
-        """Image task: the whole image ``[H, W, C]`` at the training resolution through a faster
-        path than per-coordinate evaluation (e.g. shared activations), or ``None`` if there is none."""
-        return None
-
-    # Streamable fields (decoded from their first k parts) override the four methods below;
-    # an ordinary field is one part trained in one stage.
-
-    def n_parts(self) -> int:
-        """Parts the field decodes in order; the first k alone give a coarser result."""
-        return 1
-
-    def set_parts(self, k: Optional[int]) -> None:
-        """Decode with the first ``k`` parts only from now on (``None``: all of them)."""
-        if k not in (None, 1):
-            raise NfplugError(f"--parts: the {type(self).__name__} field is not streamable (it has 1 part)")
-
-    def parameter_parts(self) -> Dict[str, int]:
-        """State-dict key -> the part (1-based) it belongs to, for every parameter; entries
-        not listed (buffers) go with part 1 in a streaming export."""
-        return {name: 1 for name, _ in self.named_parameters()}
-
-    def training_stages(self, max_steps: int) -> List["TrainingStage"]:
-        """How the engine trains the field: stages in order of their first step."""
-        return [TrainingStage(start=0)]
 
 
 @dataclass(frozen=True)
@@ -221,6 +176,121 @@ class TrainingStage:
     start: int
     parts: Tuple[int, ...] = ()
     frozen: Tuple[int, ...] = ()
+
+
+class SceneField(Field):
+    """A field for the scene task (NeRF). Implement:
+
+    - ``density(x)``: ``x [N, 3]`` world positions -> ``sigma [N]``, non-negative (after the
+      activation), zero outside ``context.aabb``;
+    - ``forward(x, d)``: positions ``[N, 3]`` and unit view directions ``[N, 3]`` -> ``(rgb [N, 3]
+      in [0, 1], sigma [N])``, with ``sigma`` equal to ``density(x)``.
+
+    Optional: ``density_for_marching(x) -> (sigma, reuse)``, the marcher's density test without
+    gradients; a ``reuse`` tensor ``[N, ...]`` (not None) makes the renderer call ``forward(x_kept,
+    d, reuse=reuse[kept])`` on the samples it keeps, so the field need not redo that work (``ngp``
+    passes its hash features). Per-image appearance: a field with an ``appearance`` module
+    (:class:`~nfplug.encoding.appearance.AppearanceEmbedding`) is called ``forward(x, d,
+    image_index=...)`` with each sample's training image ``[N]`` (long), or ``None`` for other views.
+    """
+
+    tasks: ClassVar[Tuple[str, ...]] = ("scene",)
+
+
+class ImageField(Field):
+    """A field for the image task (a 2D neural field). Implement:
+
+    - ``forward(coords)``: ``coords [N, 2]`` in ``[-1, 1]`` -> colour ``[N, context.out_channels]``
+      (raw values are fine, SIREN's protocol: renders are clamped to [0, 1]).
+    """
+
+    tasks: ClassVar[Tuple[str, ...]] = ("image",)
+
+
+@runtime_checkable
+class LayerAccess(Protocol):
+    """A field whose layers layer-wise inits (``siren``, ``weight-scaling``) act on."""
+
+    def layers(self) -> List[nn.Linear]:
+        """The field's ``nn.Linear`` layers in order from input to output."""
+        ...
+
+
+@runtime_checkable
+class GridRendering(Protocol):
+    """An image field with a faster whole-image path than per-coordinate evaluation."""
+
+    def render_grid(self) -> Optional[Tensor]:
+        """The whole image ``[H, W, C]`` at the training resolution (e.g. with shared
+        activations), or ``None`` when it cannot (then the engine evaluates coordinates)."""
+        ...
+
+
+@runtime_checkable
+class MacCounting(Protocol):
+    """A field that counts its inference cost (``nfplug eval`` prints it)."""
+
+    def inference_macs_per_sample(self) -> Optional[float]:
+        """Multiply-accumulates per output sample at inference, or ``None``."""
+        ...
+
+
+@runtime_checkable
+class Streamable(Protocol):
+    """A field decoded from its first ``k`` parts, coarse to fine (Cho et al., ECCV 2022); an
+    ordinary field is one part trained in one stage."""
+
+    def n_parts(self) -> int:
+        """Parts the field decodes in order; the first k alone give a coarser result."""
+        ...
+
+    def set_parts(self, k: Optional[int]) -> None:
+        """Decode with the first ``k`` parts only from now on (``None``: all of them)."""
+        ...
+
+    def parameter_parts(self) -> Dict[str, int]:
+        """State-dict key -> the part (1-based) it belongs to, for every parameter; entries not
+        listed (buffers) go with part 1 in a streaming export."""
+        ...
+
+    def training_stages(self, max_steps: int) -> List[TrainingStage]:
+        """How the engine trains the field: stages in order of their first step."""
+        ...
+
+
+def field_layers_or_none(field: Field) -> Optional[List[nn.Linear]]:
+    """``field.layers()`` for a :class:`LayerAccess` field, else None."""
+    return list(field.layers()) if isinstance(field, LayerAccess) else None
+
+
+def field_render_grid(field: Field) -> Optional[Tensor]:
+    return field.render_grid() if isinstance(field, GridRendering) else None
+
+
+def field_macs_per_sample(field: Field) -> Optional[float]:
+    return field.inference_macs_per_sample() if isinstance(field, MacCounting) else None
+
+
+def field_n_parts(field: Field) -> int:
+    return field.n_parts() if isinstance(field, Streamable) else 1
+
+
+def field_set_parts(field: Field, k: Optional[int]) -> None:
+    """Decode the first ``k`` parts (None: all); a one-line error for ``k > 1`` on a field that is not streamable."""
+    if isinstance(field, Streamable):
+        field.set_parts(k)
+    elif k not in (None, 1):
+        raise NfplugError(f"--parts: the {type(field).__name__} field is not streamable (it has 1 part)")
+
+
+def field_parameter_parts(field: Field) -> Dict[str, int]:
+    if isinstance(field, Streamable):
+        return field.parameter_parts()
+    return {name: 1 for name, _ in field.named_parameters()}
+
+
+def field_training_stages(field: Field, max_steps: int) -> List[TrainingStage]:
+    return field.training_stages(max_steps) if isinstance(field, Streamable) else [TrainingStage(start=0)]
 
 
 # ---------------------------------------------------------------------------- inits

@@ -235,6 +235,7 @@ class EvalArgs:
 
 
 def cmd_eval(argv: List[str]) -> int:
+    from nfplug.api import field_macs_per_sample, field_n_parts, field_set_parts
     from nfplug.training.evaluation import evaluate_parts, evaluate_views, write_metrics
     from nfplug.training.run import load_run
     from nfplug.training.rundir import check_writable
@@ -243,16 +244,16 @@ def cmd_eval(argv: List[str]) -> int:
     run = load_run(Path(args.run), args.device, args.checkpoint)
     split = _checked_split(run.task, args.split or run.task.eval_split_name)
     check_writable(run.run_dir)  # before evaluating: metrics.json goes there
-    run.field.set_parts(args.parts)
+    field_set_parts(run.field, args.parts)
     metrics = evaluate_views(run.task, run.field, split)
     metrics["step"] = run.step
-    macs = run.field.inference_macs_per_sample()
+    macs = field_macs_per_sample(run.field)
     if macs is not None:
         metrics["macs_per_sample"] = macs
-    if args.parts is None and run.field.n_parts() > 1:
+    if args.parts is None and field_n_parts(run.field) > 1:
         metrics["parts"] = evaluate_parts(run.task, run.field, split)
     else:
-        metrics["decoded_parts"] = args.parts or run.field.n_parts()
+        metrics["decoded_parts"] = args.parts or field_n_parts(run.field)
     path = write_metrics(run.run_dir, metrics, "metrics.json" if args.parts is None else f"metrics_parts{args.parts}.json")
     print(f"{split}: PSNR {metrics['mean']['psnr']:.2f} dB, SSIM {metrics['mean']['ssim']:.4f} over {len(metrics['views'])} views (step {run.step}) -> {path}")
     for row in metrics.get("parts", []):
@@ -289,6 +290,7 @@ class RenderArgs:
 
 
 def cmd_render(argv: List[str]) -> int:
+    from nfplug.api import field_set_parts
     from nfplug.rendering.paths import SPLIT_PATHS, default_path
     from nfplug.rendering.video import render_path, write_image
     from nfplug.training.run import load_run
@@ -299,7 +301,7 @@ def cmd_render(argv: List[str]) -> int:
     if not args.scale > 0:
         raise NfplugError("--scale: must be positive")
     run = load_run(Path(args.run), args.device, args.checkpoint)
-    run.field.set_parts(args.parts)
+    field_set_parts(run.field, args.parts)
     suffix = f"_parts{args.parts}" if args.parts else ""
     if run.task.name == "image":
         out = Path(args.output) if args.output else run.run_dir / "renders"

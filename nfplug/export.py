@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from nfplug.api import Field, FieldContext
+from nfplug.api import Field, FieldContext, field_n_parts, field_parameter_parts, field_set_parts
 from nfplug.config import from_json_dict, to_json_dict
 from nfplug.errors import NfplugError
 from nfplug.training.run import LoadedRun, config_type, plugin_classes, read_json, write_json_atomic
@@ -39,10 +39,10 @@ def export_stream(run: LoadedRun, out: Path) -> Path:
     """Write ``run``'s field as per-part chunks and a manifest into ``out``; -> manifest path."""
     field = run.field
     check_writable(out)  # creates it; one line if it cannot be written, before any work
-    parts = field.parameter_parts()
+    parts = field_parameter_parts(field)
     state = field.state_dict()
     chunks = []
-    for k in range(1, field.n_parts() + 1):
+    for k in range(1, field_n_parts(field) + 1):
         tensors = {name: value for name, value in state.items() if parts.get(name, 1) == k}
         payload: Dict[str, Any] = {"part": k, "tensors": tensors}
         if k == 1:
@@ -60,7 +60,7 @@ def export_stream(run: LoadedRun, out: Path) -> Path:
         "config": to_json_dict(run.config, run.names),
         "context": {"task": ctx.task, "aabb": list(ctx.aabb), "out_channels": ctx.out_channels,
                     "resolution": list(ctx.resolution) if ctx.resolution else None, "pixel_size": ctx.pixel_size},
-        "n_parts": field.n_parts(),
+        "n_parts": field_n_parts(field),
         "chunks": chunks,
     }
     if hasattr(run.task, "setup"):  # the field lives in the canonical frame; this maps the capture's world into it
@@ -106,10 +106,10 @@ def load_stream(folder: Path, k: Optional[int] = None, device: str = "cpu") -> T
         state.update(payload["tensors"])
         task_state = payload.get("task", task_state)
     missing, unexpected = field.load_state_dict(state, strict=False)
-    parts = field.parameter_parts()
+    parts = field_parameter_parts(field)
     if unexpected or any(parts.get(name, 1) <= k for name in missing):
         raise NfplugError(f"{folder}: the chunks do not match the {names['field']} field of the manifest")
-    field.set_parts(k)
+    field_set_parts(field, k)
     return field.to(device).eval(), task_state
 
 

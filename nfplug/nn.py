@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from nfplug.api import Field
+from nfplug.api import Field, field_layers_or_none
 from nfplug.errors import NfplugError
 
 
@@ -72,13 +72,12 @@ def siren_uniform_(
 def field_layers(field: Field, init_name: str) -> List[nn.Linear]:
     """``field.layers()``, or a one-line NfplugError naming the init and the field when it has none."""
     field_name = type(field).__name__
-    try:
-        layers = list(field.layers())
-    except NotImplementedError:
+    layers = field_layers_or_none(field)
+    if layers is None:
         raise NfplugError(
             f"--init {init_name}: field {field_name} does not expose its layers (layers()), "
             f"so a layer-wise init cannot act on it; choose a field that does (e.g. siren, mlp)"
-        ) from None
+        )
     if not layers or not all(isinstance(layer, nn.Linear) for layer in layers):
         raise NfplugError(f"--init {init_name}: field {field_name}.layers() must return nn.Linear layers, got {layers!r}")
     return layers

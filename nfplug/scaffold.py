@@ -65,8 +65,8 @@ FIELD = '''\
 """{cls}: a neural field for nfplug (scene and image tasks).
 
 A field maps points to colour and density (scenes) or coordinates to colour (images); the
-engine does the rest (rays, marching, volume rendering, losses). The contract is
-``nfplug.api.Field``; ``tests/`` runs ``nfplug.testing.check_field`` on this class.
+engine does the rest (rays, marching, volume rendering, losses). The contracts are
+``nfplug.api.SceneField`` and ``nfplug.api.ImageField``; ``tests/`` runs ``nfplug.testing.check_field`` on this class.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import Field, FieldContext, require_range
+from nfplug.api import FieldContext, ImageField, SceneField, require_range
 from nfplug.encoding.frequency import positional_encoding
 
 
@@ -97,7 +97,7 @@ class {cls}Config:
         require_range(self.n_frequencies, "--field.n-frequencies", 0, 16)
 
 
-class {cls}(Field):
+class {cls}(SceneField, ImageField):
     """An MLP on positionally encoded coordinates.
 
     Scene task: ``density(x [N, 3]) -> sigma [N]`` (non-negative) and ``forward(x, d) -> (rgb
@@ -135,7 +135,7 @@ class {cls}(Field):
 '''
 
 INIT = '''\
-"""{cls}: an initialization for nfplug fields that expose their layers (``Field.layers()``).
+"""{cls}: an initialization for nfplug fields that expose their layers (``nfplug.api.LayerAccess``).
 
 An init changes a built field in place before training. The contract is ``nfplug.api.Init``;
 ``tests/`` runs ``nfplug.testing.check_init`` on this class.
@@ -148,7 +148,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nfplug.api import Field, Init, require_range
+from nfplug.api import Field, Init, LayerAccess, require_range
 from nfplug.errors import NfplugError
 
 
@@ -171,11 +171,10 @@ class {cls}(Init):
     api_version = {api_version}
 
     def apply(self, field: Field, generator: torch.Generator) -> None:
-        try:
-            layers = field.layers()
-        except NotImplementedError:
+        if not isinstance(field, LayerAccess):
             # One line, naming the option: the engine shows it as the error.
-            raise NfplugError(f"--init: {{type(field).__name__}} does not expose its layers (Field.layers())") from None
+            raise NfplugError(f"--init: {{type(field).__name__}} does not expose its layers (nfplug.api.LayerAccess)")
+        layers = field.layers()
         with torch.no_grad():
             for layer in layers:
                 bound = self.config.gain * math.sqrt(6.0 / layer.in_features)

@@ -42,6 +42,7 @@ from nfplug.api import (
     DatasetSplit,
     Field,
     FieldContext,
+    Streamable,
     Init,
     RayBatch,
     Sampler,
@@ -260,6 +261,8 @@ def _check_gradients(plugin: str, field: Field, outputs: List[Tensor]) -> None:
 
 
 def _check_streamable(plugin: str, field: Field, task: str, channels: int) -> None:
+    if not isinstance(field, Streamable):
+        return
     n = field.n_parts()
     if not isinstance(n, int) or n < 1:
         _fail(plugin, "n_parts() is a positive int", f"got {n!r}", "return the number of parts (1 for an ordinary field)")

@@ -14,7 +14,7 @@ from torch import nn
 
 from conftest import SHARED_DATA
 from nfplug import registry
-from nfplug.api import Field, Init, RayBatch, Sampler
+from nfplug.api import ImageField, Init, RayBatch, Sampler, SceneField
 from nfplug.data.demo import ensure_demo_scene
 from nfplug.errors import NfplugError
 from nfplug.testing import ContractError, check_dataset, check_field, check_init, check_sampler, installed
@@ -61,7 +61,7 @@ def test_installed_dataset_conforms(name):
 # ------------------------------------------------------------------------ broken toy fields
 
 
-class ToyField(Field):
+class ToyField(SceneField, ImageField):
     """A small correct field for both tasks; the broken variants below change one thing."""
 
     tasks = ("scene", "image")

@@ -13,7 +13,7 @@ import torch
 import tyro
 
 from nfplug import registry
-from nfplug.api import TASKS, Field, FieldContext
+from nfplug.api import TASKS, Field, FieldContext, field_n_parts, field_parameter_parts
 from nfplug_builtins.fields.ngp import NGPField
 
 # Every installed field, by name (an installed plugin that fails to import fails collection here).
@@ -86,7 +86,7 @@ def assert_gradients_flow(field: Field) -> None:
     (all of an ordinary, one-part field) a nonzero one; and every later part of a streamable
     field at least one nonzero (new parts start by adding nothing, so only their output layer
     sees a gradient at first)."""
-    parts = field.parameter_parts()
+    parts = field_parameter_parts(field)
     moving = set()
     for name, p in field.named_parameters():
         assert p.grad is not None, name
@@ -95,7 +95,7 @@ def assert_gradients_flow(field: Field) -> None:
         assert nonzero or parts[name] > 1, name
         if nonzero:
             moving.add(parts[name])
-    assert moving == set(range(1, field.n_parts() + 1)), moving
+    assert moving == set(range(1, field_n_parts(field) + 1)), moving
 
 
 @pytest.mark.parametrize("name", SCENE_FIELDS)

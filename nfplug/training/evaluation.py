@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from nfplug.api import field_n_parts, field_parameter_parts, field_set_parts
 from nfplug.metrics import psnr, ssim
 from nfplug.training.run import write_json_atomic
 
@@ -61,19 +62,19 @@ def evaluate_parts(task: Any, field: Any, split: str, **kwargs: Any) -> List[Dic
     ``[{"parts": k, "params": ..., "psnr": ..., "ssim": ...}]`` (the field decodes all parts after)."""
     rows = []
     try:
-        for k in range(1, field.n_parts() + 1):
-            field.set_parts(k)
+        for k in range(1, field_n_parts(field) + 1):
+            field_set_parts(field, k)
             mean = evaluate_views(task, field, split, **kwargs)["mean"]
             rows.append({"parts": k, "params": part_parameter_count(field, k), **mean})
     finally:
-        field.set_parts(None)
+        field_set_parts(field, None)
     return rows
 
 
 def part_parameter_count(field: Any, k: int) -> int:
     """Parameters in the first ``k`` parts of a field (what a client needs to decode them)."""
     params = dict(field.named_parameters())
-    return sum(params[name].numel() for name, part in field.parameter_parts().items() if part <= k)
+    return sum(params[name].numel() for name, part in field_parameter_parts(field).items() if part <= k)
 
 
 def _hwc3(image: Any) -> np.ndarray:

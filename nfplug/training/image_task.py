@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nfplug.api import Field, FieldContext, RayBatch
+from nfplug.api import Field, FieldContext, RayBatch, field_render_grid
 from nfplug.config import DataConfig
 from nfplug.data.images import composite, read_image_file
 from nfplug.errors import NfplugError
@@ -122,9 +122,9 @@ class ImageTask:
     def render_image(self, field: Field, scale: float = 1.0) -> Tensor:
         """The field sampled at the pixel centres of a ``scale``-times larger image -> ``[H', W', C]``.
 
-        At ``scale == 1`` a field's own :meth:`~nfplug.api.Field.render_grid` is used if it has one.
+        At ``scale == 1`` a field's own ``render_grid()`` is used if it has one (:class:`~nfplug.api.GridRendering`).
         """
-        grid = field.render_grid() if scale == 1.0 else None
+        grid = field_render_grid(field) if scale == 1.0 else None
         if grid is not None:
             return grid.clamp(0, 1)
         height, width = max(1, round(self.height * scale)), max(1, round(self.width * scale))

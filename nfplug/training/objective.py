@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 import torch
 from torch import Tensor
 
-from nfplug.api import Field, TrainingStage
+from nfplug.api import Field, TrainingStage, field_parameter_parts
 from nfplug.errors import NfplugError
 
 
@@ -46,7 +46,7 @@ def step_loss(weight: Tensor, per_ray: Tensor, narrower: List[Tensor], regulariz
 def build_optimizer(config: Any, field: Field, stage: TrainingStage, lr: float, task: Any) -> torch.optim.Optimizer:
     """A fresh Adam over the parameters ``stage`` trains, and the task's own (a learned
     background); frozen parts stop taking gradients, so nothing (moments, weight decay) can move them."""
-    parts = field.parameter_parts()
+    parts = field_parameter_parts(field)
     params = []
     for name, param in field.named_parameters():
         if stage.frozen and parts.get(name, 1) in stage.frozen:

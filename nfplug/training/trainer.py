@@ -11,7 +11,7 @@ One step::
     d per_ray / d pixel_xy                    # only if the sampler asks for it (same backward)
     sampler.update(feedback)
 
-A field may train in stages (``Field.training_stages``, e.g. a streamable field's parts one
+A field may train in stages (``training_stages`` of a :class:`~nfplug.api.Streamable` field, its parts one
 after another): each stage starts a fresh Adam over the parameters it does not freeze, and its
 own learning-rate schedule.
 """
@@ -31,7 +31,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from nfplug.api import Field, SamplerContext, StepFeedback, TrainingStage
+from nfplug.api import Field, SamplerContext, StepFeedback, TrainingStage, field_n_parts, field_set_parts, field_training_stages
 from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
 from nfplug.profiling import StepProfile, profiling, section
@@ -132,7 +132,7 @@ def _train_in(
     batch_size = n_trainable if config.batch_size == 0 else config.batch_size
     peak_lr = config.optim.lr if config.optim.lr is not None else field.default_lr
     schedule_steps = config.max_steps  # the learning-rate schedule's length, kept across --resume
-    stages = field.training_stages(config.max_steps)
+    stages = field_training_stages(field, config.max_steps)
     stage_index = _stage_index(stages, 0)
     optimizer = build_optimizer(config, field, stages[stage_index], peak_lr, task)
     sampler = classes["sampler"](
@@ -228,7 +228,7 @@ def _train_in(
                     group["lr"] = lr
 
                 decoded = stage.parts or (None,)  # the widest last: the sampler learns from it
-                field.set_parts(decoded[-1])
+                field_set_parts(field, decoded[-1])
                 with section("grid update", whole=True):
                     warning = task.before_step(step, field)
                 if warning:
@@ -237,10 +237,10 @@ def _train_in(
                     batch = sampler.sample(step, generator)
                 narrower = []
                 for parts in decoded[:-1]:
-                    field.set_parts(parts)
+                    field_set_parts(field, parts)
                     pred, gt, _ = task.train_forward(field, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator)
                     narrower.append(per_ray_loss(pred, gt))
-                field.set_parts(decoded[-1])
+                field_set_parts(field, decoded[-1])
                 if sampler.needs_position_grad:
                     batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
                 pred, gt, stats = task.train_forward(field, batch, generator)
@@ -331,10 +331,10 @@ def _train_in(
         return TrainResult(run_dir, step, None, True)
 
     field.eval()
-    field.set_parts(None)
+    field_set_parts(field, None)
     final_views = None if config.final_eval_views is None else _eval_indices(task, eval_split, config.final_eval_views)
     metrics = evaluate_views(task, field, eval_split, indices=final_views, writer=writer, step=step)
-    if field.n_parts() > 1:  # on the periodic-eval views: K full evaluations of a scene take long
+    if field_n_parts(field) > 1:  # on the periodic-eval views: K full evaluations of a scene take long
         metrics["parts"] = evaluate_parts(task, field, eval_split, indices=_eval_indices(task, eval_split, config.eval_views), with_ssim=False)
     metrics.update({"step": step, "train_seconds": round(elapsed, 2), "peak_memory_mb": round(peak_memory_mb(device), 1)})
     write_metrics(run_dir, metrics)

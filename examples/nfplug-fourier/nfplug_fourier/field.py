@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import Field, FieldContext, require_range
+from nfplug.api import FieldContext, ImageField, SceneField, require_range
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,13 @@ class FourierConfig:
         require_range(self.n_hidden, "--field.n-hidden", 1, 32)
 
 
-class FourierField(Field):
+class FourierField(SceneField, ImageField):
     """Scene task: position -> (RGB, density), the view direction unused. Image task: coordinates
     -> colour. ``B`` is a buffer: saved in checkpoints, drawn from torch's seeded generator."""
 
     Config = FourierConfig
     description = "MLP on random Fourier features (Tancik et al. 2020)"
-    api_version = 1
+    api_version = 2
     tasks = ("scene", "image")
     default_lr = 1e-3
 

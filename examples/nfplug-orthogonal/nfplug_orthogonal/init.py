@@ -1,5 +1,5 @@
 """Orthogonal weight matrices (Saxe, McClelland, Ganguli, ICLR 2014) for every layer of a field
-that exposes its layers (``Field.layers()``), as a complete third-party nfplug init."""
+that exposes its layers (``nfplug.api.LayerAccess``), as a complete third-party nfplug init."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nfplug.api import Field, Init, require_range
+from nfplug.api import Field, Init, LayerAccess, require_range
 from nfplug.errors import NfplugError
 
 
@@ -25,13 +25,12 @@ class OrthogonalInit(Init):
 
     Config = OrthogonalConfig
     description = "orthogonal weights times a gain, zero biases (Saxe et al. 2014)"
-    api_version = 1
+    api_version = 2
 
     def apply(self, field: Field, generator: torch.Generator) -> None:
-        try:
-            layers = field.layers()
-        except NotImplementedError:
-            raise NfplugError(f"--init: orthogonal needs a field that exposes its layers; {type(field).__name__} does not") from None
+        if not isinstance(field, LayerAccess):
+            raise NfplugError(f"--init: orthogonal needs a field that exposes its layers; {type(field).__name__} does not")
+        layers = field.layers()
         with torch.no_grad():
             for layer in layers:
                 torch.nn.init.orthogonal_(layer.weight, gain=self.config.gain, generator=generator)

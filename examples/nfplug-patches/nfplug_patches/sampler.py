@@ -27,7 +27,7 @@ class PatchSampler(Sampler):
 
     Config = PatchConfig
     description = "random square pixel patches"
-    api_version = 1
+    api_version = 2
 
     def __init__(self, config: PatchConfig, context: SamplerContext) -> None:
         super().__init__(config, context)

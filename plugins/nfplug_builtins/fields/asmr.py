@@ -33,7 +33,7 @@ from typing import List, Tuple
 import torch
 from torch import Tensor, nn
 
-from nfplug.api import API_VERSION, Field, FieldContext, check, require_range
+from nfplug.api import API_VERSION, FieldContext, ImageField, check, require_range
 from nfplug.errors import NfplugError
 from nfplug.nn import siren_uniform_
 
@@ -68,7 +68,7 @@ def digits(index: Tensor, bases: Tuple[int, ...]) -> Tensor:
     return torch.stack(out, dim=-1)
 
 
-class ASMRField(Field):
+class ASMRField(ImageField):
     """Multi-resolution SIREN with per-level modulators; shared-activation grid rendering."""
 
     default_lr = 1e-4  # a SIREN underneath; the authors use Adam at 1e-4 (cosine-annealed to 1e-5 over 10k steps)

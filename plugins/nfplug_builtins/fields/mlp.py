@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import API_VERSION, Field, FieldContext, require_range
+from nfplug.api import API_VERSION, FieldContext, ImageField, SceneField, require_range
 from nfplug.encoding.appearance import AppearanceEmbedding
 from nfplug.encoding.frequency import PositionalEncoding
 
 MAX_FREQUENCIES = 32  # 2^31 pi: finer than float32 coordinates resolve
 
 
-class MLPField(Field):
+class MLPField(SceneField, ImageField):
     """Coordinate MLP with Fourier features for scenes and images."""
 
     @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import API_VERSION, Field, FieldContext, require_choice, require_range
+from nfplug.api import API_VERSION, FieldContext, ImageField, SceneField, require_choice, require_range
 from nfplug.encoding.appearance import AppearanceEmbedding
 from nfplug.encoding import fused_ngp
 from nfplug.encoding.frequency import spherical_harmonics
@@ -64,7 +64,7 @@ def _mlp(in_dim: int, hidden_dim: int, n_hidden: int, out_dim: int) -> nn.Sequen
     return nn.Sequential(*layers)
 
 
-class NGPField(Field):
+class NGPField(SceneField, ImageField):
     """Hash-grid field for scenes (3D grid) and images (2D grid)."""
 
     @dataclass(frozen=True)

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nfplug.api import API_VERSION, Field, FieldContext, require_range
+from nfplug.api import API_VERSION, FieldContext, ImageField, SceneField, require_range
 from nfplug.nn import siren_uniform_
 
 
-class SirenField(Field):
+class SirenField(SceneField, ImageField):
     """Sine-activated coordinate MLP for images and (view-independent) scenes."""
 
     default_lr = 1e-4  # Sitzmann et al. 2020 and the weight-scaling paper train SIREN at 1e-4

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nfplug.api import API_VERSION, Field, FieldContext, TrainingStage, check, require_range
+from nfplug.api import API_VERSION, FieldContext, ImageField, SceneField, TrainingStage, check, require_range
 from nfplug.encoding.frequency import spherical_harmonics
 from nfplug.encoding.hashgrid import HashGrid
 from nfplug.errors import NfplugError
@@ -79,7 +79,7 @@ def _new_units(widths: Sequence[int]) -> List[int]:
     return [b - a for a, b in zip((0, *widths[:-1]), widths)]
 
 
-class StreamableField(Field):
+class StreamableField(SceneField, ImageField):
     """Sub-networks of growing width decoded from their first k parts (images and scenes)."""
 
     @dataclass(frozen=True)
