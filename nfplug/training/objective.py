@@ -24,7 +24,7 @@ def ray_errors(pred: Tensor, gt: Tensor) -> Tensor:
 
 
 def field_regularizers(field: Field, step: int) -> Dict[str, Tensor]:
-    """The field's own loss terms (``Field.loss_terms``), checked: each a finite-or-not scalar tensor."""
+    """The field's own loss terms (``Field.loss_terms``), checked: a dict of scalar tensors (one line if not)."""
     terms = field.loss_terms(step)
     if not isinstance(terms, dict):
         raise NfplugError(f"--field: {type(field).__name__}.loss_terms() must return a dict of name -> scalar tensor, got {type(terms).__name__}")
