@@ -22,7 +22,7 @@ options (``nfplug train``, and a run's ``config.json`` for ``--resume``, ``eval`
 NaN and infinite floats are refused for every plugin, with or without ``validate()``.
 
 Versions: :data:`API_VERSION` is the version of these contracts. A plugin may declare the version
-it was written for as a class attribute, ``api_version = 1``; ``nfplug plugins`` (and loading it
+it was written for as a class attribute, ``api_version = 2``; ``nfplug plugins`` (and loading it
 for a run) then says so in one line when it differs from this nfplug's. ``nfplug.testing``
 checks a plugin against the contracts (shapes, ranges, gradients, state, determinism, a few
 training steps).

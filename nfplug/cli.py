@@ -432,5 +432,6 @@ def cmd_new_plugin(argv: List[str]) -> int:
     print(f"next: cd {folder} && pip install -e . && pytest")
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
