@@ -102,8 +102,8 @@ class Field(nn.Module):
     (``render_grid()``), :class:`MacCounting` (``inference_macs_per_sample()``) and
     :class:`Streamable` (parts and training stages). The engine asks for them through
     :func:`field_layers_or_none`, :func:`field_render_grid`, :func:`field_macs_per_sample`,
-    :func:`field_n_parts`, :func:`field_set_parts`, :func:`field_parameter_parts` and
-    :func:`field_training_stages`.
+    :func:`field_n_parts`, :func:`decoding` (a streamable field's first k parts),
+    :func:`field_parameter_parts` and :func:`field_training_stages`.
 
     For every task: ``loss_terms(step)`` adds regularisers to the training loss (default: none).
     """
@@ -238,14 +238,12 @@ class MacCounting(Protocol):
 @runtime_checkable
 class Streamable(Protocol):
     """A field decoded from its first ``k`` parts, coarse to fine (Cho et al., ECCV 2022); an
-    ordinary field is one part trained in one stage."""
+    ordinary field is one part trained in one stage. Its ``forward(..., parts=k)`` and
+    ``density(x, parts=k)`` take the number of parts to decode (``None``: all of them); the engine
+    passes it through :func:`decoding`, never by switching the field into a mode."""
 
     def n_parts(self) -> int:
         """Parts the field decodes in order; the first k alone give a coarser result."""
-        ...
-
-    def set_parts(self, k: Optional[int]) -> None:
-        """Decode with the first ``k`` parts only from now on (``None``: all of them)."""
         ...
 
     def parameter_parts(self) -> Dict[str, int]:
@@ -256,6 +254,31 @@ class Streamable(Protocol):
     def training_stages(self, max_steps: int) -> List[TrainingStage]:
         """How the engine trains the field: stages in order of their first step."""
         ...
+
+
+class PartsView:
+    """A streamable field decoding its first ``parts`` parts: what the engine hands to a task or a
+    renderer in place of the field (:func:`decoding`). Calls pass ``parts=`` explicitly; every
+    other attribute is the field's."""
+
+    def __init__(self, field: Field, parts: int) -> None:
+        self.field = field
+        self.parts = parts
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.field(*args, parts=self.parts, **kwargs)
+
+    def density(self, x: Tensor) -> Tensor:
+        return self.field.density(x, parts=self.parts)
+
+    def density_for_marching(self, x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        return self.density(x), None
+
+    def render_grid(self) -> Optional[Tensor]:
+        return None  # a field's fast whole-image path decodes all its parts
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.field, name)
 
 
 def field_layers_or_none(field: Field) -> Optional[List[nn.Linear]]:
@@ -275,12 +298,17 @@ def field_n_parts(field: Field) -> int:
     return field.n_parts() if isinstance(field, Streamable) else 1
 
 
-def field_set_parts(field: Field, k: Optional[int]) -> None:
-    """Decode the first ``k`` parts (None: all); a one-line error for ``k > 1`` on a field that is not streamable."""
-    if isinstance(field, Streamable):
-        field.set_parts(k)
-    elif k not in (None, 1):
+def decoding(field: Field, k: Optional[int]) -> Any:
+    """``field`` decoding its first ``k`` parts (None: all of them): the field itself, or a
+    :class:`PartsView`; a one-line error for a ``k`` the field does not have."""
+    n = field_n_parts(field)
+    if k is None or k == n:
+        return field
+    if not isinstance(field, Streamable):
         raise NfplugError(f"--parts: the {type(field).__name__} field is not streamable (it has 1 part)")
+    if not (isinstance(k, int) and 1 <= k <= n):
+        raise NfplugError(f"--parts: must be between 1 and {n} (this streamable field's parts), got {k}")
+    return PartsView(field, k)
 
 
 def field_parameter_parts(field: Field) -> Dict[str, int]:

@@ -235,7 +235,7 @@ class EvalArgs:
 
 
 def cmd_eval(argv: List[str]) -> int:
-    from nfplug.api import field_macs_per_sample, field_n_parts, field_set_parts
+    from nfplug.api import decoding, field_macs_per_sample, field_n_parts
     from nfplug.training.evaluation import evaluate_parts, evaluate_views, write_metrics
     from nfplug.training.run import load_run
     from nfplug.training.rundir import check_writable
@@ -244,8 +244,7 @@ def cmd_eval(argv: List[str]) -> int:
     run = load_run(Path(args.run), args.device, args.checkpoint)
     split = _checked_split(run.task, args.split or run.task.eval_split_name)
     check_writable(run.run_dir)  # before evaluating: metrics.json goes there
-    field_set_parts(run.field, args.parts)
-    metrics = evaluate_views(run.task, run.field, split)
+    metrics = evaluate_views(run.task, decoding(run.field, args.parts), split)
     metrics["step"] = run.step
     macs = field_macs_per_sample(run.field)
     if macs is not None:
@@ -290,7 +289,7 @@ class RenderArgs:
 
 
 def cmd_render(argv: List[str]) -> int:
-    from nfplug.api import field_set_parts
+    from nfplug.api import decoding
     from nfplug.rendering.paths import SPLIT_PATHS, default_path
     from nfplug.rendering.video import render_path, write_image
     from nfplug.training.run import load_run
@@ -301,11 +300,11 @@ def cmd_render(argv: List[str]) -> int:
     if not args.scale > 0:
         raise NfplugError("--scale: must be positive")
     run = load_run(Path(args.run), args.device, args.checkpoint)
-    field_set_parts(run.field, args.parts)
+    field = decoding(run.field, args.parts)
     suffix = f"_parts{args.parts}" if args.parts else ""
     if run.task.name == "image":
         out = Path(args.output) if args.output else run.run_dir / "renders"
-        written = write_image(run.task.render_image(run.field, args.scale), out / f"reconstruction_x{args.scale:g}{suffix}.png")
+        written = write_image(run.task.render_image(field, args.scale), out / f"reconstruction_x{args.scale:g}{suffix}.png")
         print(f"rendered {written}")
         return 0
     path = args.path
@@ -316,7 +315,7 @@ def cmd_render(argv: List[str]) -> int:
     if path in SPLIT_PATHS:
         _checked_split(run.task, path)
     out = Path(args.output) if args.output else run.run_dir / "renders" / f"{path}{suffix}"
-    written = render_path(run.task, run.field, path, out, frames=args.frames, fps=args.fps, scale=args.scale)
+    written = render_path(run.task, field, path, out, frames=args.frames, fps=args.fps, scale=args.scale)
     print(f"rendered {written.n_frames} frames ({written.seconds_per_frame:.2f} s each) -> {out} (video: {written.video})")
     return 0
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from nfplug.api import Field, FieldContext, field_n_parts, field_parameter_parts, field_set_parts
+from nfplug.api import FieldContext, decoding, field_n_parts, field_parameter_parts
 from nfplug.config import from_json_dict, to_json_dict
 from nfplug.errors import NfplugError
 from nfplug.training.run import LoadedRun, config_type, plugin_classes, read_json, write_json_atomic
@@ -80,9 +80,10 @@ def read_manifest(folder: Path) -> Dict[str, Any]:
     return manifest
 
 
-def load_stream(folder: Path, k: Optional[int] = None, device: str = "cpu") -> Tuple[Field, Dict[str, Any]]:
+def load_stream(folder: Path, k: Optional[int] = None, device: str = "cpu") -> Tuple[Any, Dict[str, Any]]:
     """Rebuild the field decoded from its first ``k`` parts (default: every chunk present in
-    order) from a stream export, reading only chunks ``1..k``; -> (field, task state)."""
+    order) from a stream export, reading only chunks ``1..k``; -> (the field decoding ``k`` parts,
+    :func:`nfplug.api.decoding`, and the task state)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     n = int(manifest["n_parts"])
@@ -109,8 +110,7 @@ def load_stream(folder: Path, k: Optional[int] = None, device: str = "cpu") -> T
     parts = field_parameter_parts(field)
     if unexpected or any(parts.get(name, 1) <= k for name in missing):
         raise NfplugError(f"{folder}: the chunks do not match the {names['field']} field of the manifest")
-    field_set_parts(field, k)
-    return field.to(device).eval(), task_state
+    return decoding(field.to(device).eval(), k), task_state
 
 
 def _read_chunk(folder: Path, chunk: Dict[str, Any]) -> Dict[str, Any]:

@@ -43,6 +43,7 @@ from nfplug.api import (
     Field,
     FieldContext,
     Streamable,
+    decoding,
     Init,
     RayBatch,
     Sampler,
@@ -274,10 +275,8 @@ def _check_streamable(plugin: str, field: Field, task: str, channels: int) -> No
               "list each named parameter once with its 1-based part")
     if n > 1:
         with torch.no_grad():
-            for k in range(1, n + 1):
-                field.set_parts(k)
-                _field_outputs(plugin, field, task, channels)
-        field.set_parts(None)
+            for k in range(1, n + 1):  # forward(..., parts=k) and density(x, parts=k), through the engine's view
+                _field_outputs(plugin, decoding(field, k), task, channels)
     stages = field.training_stages(100)
     if not stages or stages[0].start != 0 or any(b.start <= a.start for a, b in zip(stages, stages[1:])):
         _fail(plugin, "training_stages(max_steps) starts at step 0, in order", f"got starts {[s.start for s in stages]}", "return stages sorted by start, the first at 0")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN, write_png
-from nfplug.api import FieldContext
+from nfplug.api import decoding, FieldContext
 from nfplug.cli import main
 from nfplug.data.demo import ensure_demo_scene
 from nfplug.data.scene import load_blender
@@ -47,15 +47,12 @@ def test_parts_read_only_earlier_parts(mode: str) -> None:
         for grid in scene.grids:
             grid.table.uniform_(-1, 1)
     for k in (1, 2):
-        image.set_parts(k)
-        scene.set_parts(k)
-        before = image(coords), *scene(points, dirs)
+        before = image(coords, parts=k), *scene(points, dirs, parts=k)
         perturb_parts_after(image, k)
         perturb_parts_after(scene, k)
-        after = image(coords), *scene(points, dirs)
+        after = image(coords, parts=k), *scene(points, dirs, parts=k)
         assert all(torch.equal(a, b) for a, b in zip(before, after))
-        image.set_parts(k + 1)
-        assert not torch.allclose(image(coords), before[0])  # the next part does add something
+        assert not torch.allclose(image(coords, parts=k + 1), before[0])  # the next part does add something
 
 
 def test_progressive_parts_start_by_adding_nothing() -> None:
@@ -64,8 +61,7 @@ def test_progressive_parts_start_by_adding_nothing() -> None:
     coords = torch.rand(128, 2) * 2 - 1
     outputs = []
     for k in (1, 2, 3):
-        field.set_parts(k)
-        outputs.append(field(coords))
+        outputs.append(field(coords, parts=k))
     assert torch.allclose(outputs[0], outputs[1], atol=1e-5) and torch.allclose(outputs[0], outputs[2], atol=1e-5)
 
 
@@ -85,7 +81,7 @@ def test_stages_parameter_counts_and_bad_options() -> None:
         with pytest.raises(NfplugError, match="--field.widths"):
             StreamableField(StreamableField.Config(widths=widths), IMAGE)
     with pytest.raises(NfplugError, match="between 1 and 2"):
-        field.set_parts(3)
+        decoding(field, 3)
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +121,8 @@ def test_progressive_freezes_parts_bit_for_bit(progressive_runs) -> None:
         at_stage_end = load_run(run_dir, "cpu")
         for name, param in at_stage_end.field.named_parameters():
             assert torch.equal(param, final_params[name]) == (parts[name] <= k), name  # later parts did train
-        at_stage_end.field.set_parts(k)
-        final.field.set_parts(k)
         with torch.no_grad():
-            assert torch.equal(at_stage_end.field(coords), final.field(coords))
+            assert torch.equal(at_stage_end.field(coords, parts=k), final.field(coords, parts=k))
 
 
 def test_psnr_does_not_decrease_with_parts(progressive_runs, capsys) -> None:
@@ -163,9 +157,8 @@ def test_stream_export_decodes_like_parts(progressive_runs, tmp_path: Path, caps
         for chunk in manifest["chunks"][:k]:
             shutil.copy(out / chunk["file"], partial)
         field, _ = load_stream(partial)
-        run.field.set_parts(k)
         with torch.no_grad():
-            assert torch.equal(field(coords), run.field(coords))
+            assert torch.equal(field(coords), run.field(coords, parts=k))
     (out / "part-02.pt").write_bytes((out / "part-02.pt").read_bytes()[:100])
     with pytest.raises(NfplugError, match="part-02.pt: incomplete or corrupted"):
         load_stream(out, 2)
@@ -188,8 +181,7 @@ def test_slimmable_trains_every_width(photo: Path, tmp_path: Path) -> None:
     grads = []
     for k in (1, 2):
         field.zero_grad()
-        field.set_parts(k)
-        ((field(coords) - target) ** 2).mean().backward()
+        ((field(coords, parts=k) - target) ** 2).mean().backward()
         grads.append(field.hidden[0].blocks[0].weight.grad.clone())
     assert not torch.allclose(grads[0], grads[1])
 
@@ -242,3 +234,26 @@ def test_resume_mid_stage_and_at_a_boundary_continues_identically(photo: Path, p
         resumed = load_run(run_dir, "cpu")
         for (name, a), (_, b) in zip(straight.field.named_parameters(), resumed.field.named_parameters()):
             assert torch.equal(a, b), (stop, name)
+
+
+def test_decoding_passes_the_parts_and_leaves_the_field_as_it_was() -> None:
+    from nfplug.api import PartsView
+
+    torch.manual_seed(0)
+    field = StreamableField(StreamableField.Config(widths=(4, 9, 15), hidden_layers=1), IMAGE)
+    coords = torch.rand(32, 2) * 2 - 1
+    assert decoding(field, None) is field and decoding(field, 3) is field  # all parts: the field itself
+    view = decoding(field, 2)
+    assert isinstance(view, PartsView) and view.parts == 2 and view.context is field.context
+    with torch.no_grad():
+        assert torch.equal(view(coords), field(coords, parts=2))
+        assert not torch.allclose(field(coords), view(coords))  # the field still decodes every part
+    for bad in (0, 4):
+        with pytest.raises(NfplugError, match=r"--parts: must be between 1 and 3 \(this streamable field's parts\), got " + str(bad)):
+            decoding(field, bad)
+    from nfplug_builtins.fields.mlp import MLPField
+
+    plain = MLPField(MLPField.Config(), IMAGE)
+    assert decoding(plain, 1) is plain
+    with pytest.raises(NfplugError, match="--parts: the MLPField field is not streamable"):
+        decoding(plain, 2)

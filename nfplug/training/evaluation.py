@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from nfplug.api import field_n_parts, field_parameter_parts, field_set_parts
+from nfplug.api import decoding, field_n_parts, field_parameter_parts
 from nfplug.metrics import psnr, ssim
 from nfplug.training.run import write_json_atomic
 
@@ -59,15 +59,11 @@ def evaluate_views(
 
 def evaluate_parts(task: Any, field: Any, split: str, **kwargs: Any) -> List[Dict[str, Any]]:
     """A streamable field decoded from its first k parts, for every k:
-    ``[{"parts": k, "params": ..., "psnr": ..., "ssim": ...}]`` (the field decodes all parts after)."""
+    ``[{"parts": k, "params": ..., "psnr": ..., "ssim": ...}]``."""
     rows = []
-    try:
-        for k in range(1, field_n_parts(field) + 1):
-            field_set_parts(field, k)
-            mean = evaluate_views(task, field, split, **kwargs)["mean"]
-            rows.append({"parts": k, "params": part_parameter_count(field, k), **mean})
-    finally:
-        field_set_parts(field, None)
+    for k in range(1, field_n_parts(field) + 1):
+        mean = evaluate_views(task, decoding(field, k), split, **kwargs)["mean"]
+        rows.append({"parts": k, "params": part_parameter_count(field, k), **mean})
     return rows
 
 

@@ -31,7 +31,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from nfplug.api import Field, SamplerContext, StepFeedback, TrainingStage, field_n_parts, field_set_parts, field_training_stages
+from nfplug.api import Field, SamplerContext, StepFeedback, TrainingStage, decoding, field_n_parts, field_training_stages
 from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
 from nfplug.profiling import StepProfile, profiling, section
@@ -135,6 +135,7 @@ def _train_in(
     stages = field_training_stages(field, config.max_steps)
     stage_index = _stage_index(stages, 0)
     optimizer = build_optimizer(config, field, stages[stage_index], peak_lr, task)
+    decoded_field: List[Any] = [field]  # the field as this step decodes it (a streamable field's first k parts)
     sampler = classes["sampler"](
         config.sampler,
         SamplerContext(
@@ -146,7 +147,7 @@ def _train_in(
             task=task.name,
             device=device,
             images=task.images,
-            predict_errors=lambda idx, xy: task.predict_errors(field, idx, xy),
+            predict_errors=lambda idx, xy: task.predict_errors(decoded_field[0], idx, xy),
             pixel_mask=task.train_mask,
         ),
     )
@@ -228,22 +229,21 @@ def _train_in(
                     group["lr"] = lr
 
                 decoded = stage.parts or (None,)  # the widest last: the sampler learns from it
-                field_set_parts(field, decoded[-1])
+                decoded_field[0] = view = decoding(field, decoded[-1])
                 with section("grid update", whole=True):
-                    warning = task.before_step(step, field)
+                    warning = task.before_step(step, view)
                 if warning:
                     tqdm.write(f"nfplug: warning: {warning}")
                 with section("sampler: sample"):
                     batch = sampler.sample(step, generator)
                 narrower = []
                 for parts in decoded[:-1]:
-                    field_set_parts(field, parts)
-                    pred, gt, _ = task.train_forward(field, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator)
+                    narrow = decoding(field, parts)
+                    pred, gt, _ = task.train_forward(narrow, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator)
                     narrower.append(per_ray_loss(pred, gt))
-                field_set_parts(field, decoded[-1])
                 if sampler.needs_position_grad:
                     batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
-                pred, gt, stats = task.train_forward(field, batch, generator)
+                pred, gt, stats = task.train_forward(view, batch, generator)
                 with section("loss"):
                     per_ray = per_ray_loss(pred, gt)
                     error = ray_errors(pred, gt)
@@ -312,7 +312,7 @@ def _train_in(
             passed_mark = bool(pending_marks) and elapsed >= pending_marks[0]
             if passed_mark or (config.eval_every and step % config.eval_every == 0 and step < config.max_steps):
                 pending_marks = [t for t in pending_marks if t > elapsed]
-                history.eval.append(_periodic_eval(task, field, eval_split, config.eval_views, writer, step, elapsed))
+                history.eval.append(_periodic_eval(task, decoded_field[0], eval_split, config.eval_views, writer, step, elapsed))
                 history.save(run_dir)
                 field.train()
             if config.checkpoint_every and step % config.checkpoint_every == 0:
@@ -331,7 +331,6 @@ def _train_in(
         return TrainResult(run_dir, step, None, True)
 
     field.eval()
-    field_set_parts(field, None)
     final_views = None if config.final_eval_views is None else _eval_indices(task, eval_split, config.final_eval_views)
     metrics = evaluate_views(task, field, eval_split, indices=final_views, writer=writer, step=step)
     if field_n_parts(field) > 1:  # on the periodic-eval views: K full evaluations of a scene take long

@@ -125,7 +125,6 @@ class StreamableField(SceneField, ImageField):
         c = config
         widths = c.widths if c.widths is not None else (SCENE_WIDTHS if context.task == "scene" else IMAGE_WIDTHS)
         self.widths = tuple(widths)
-        self._parts: Optional[int] = None
         new = _new_units(widths)
         zero_new = c.mode == "progressive"
         if context.task == "image":
@@ -155,15 +154,9 @@ class StreamableField(SceneField, ImageField):
     def n_parts(self) -> int:
         return len(self.widths)
 
-    def set_parts(self, k: Optional[int]) -> None:
-        if k is not None and not 1 <= k <= self.n_parts():
-            raise NfplugError(f"--parts: must be between 1 and {self.n_parts()} (this streamable field's parts), got {k}")
-        self._parts = k
-
-    @property
-    def parts(self) -> int:
-        """Parts decoded by the next forward pass."""
-        return self._parts or self.n_parts()
+    def _decoded(self, parts: Optional[int]) -> int:
+        """Parts a call decodes: ``parts`` (the engine checked it, :func:`nfplug.api.decoding`), or all."""
+        return self.n_parts() if parts is None else parts
 
     def parameter_parts(self) -> Dict[str, int]:
         # Every parameter sits in a per-part module: "...blocks.{k-1}..." or "grids.{k-1}...".
@@ -183,9 +176,10 @@ class StreamableField(SceneField, ImageField):
 
     # ------------------------------------------------------------------------- decoding
 
-    def forward(self, x: Tensor, d: Union[Tensor, None] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-        """Scene: ``(x [N, 3], d [N, 3]) -> (rgb [N, 3], sigma [N])``; image: ``coords [N, 2] -> rgb [N, C]``."""
-        k = self.parts
+    def forward(self, x: Tensor, d: Union[Tensor, None] = None, parts: Optional[int] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Scene: ``(x [N, 3], d [N, 3]) -> (rgb [N, 3], sigma [N])``; image: ``coords [N, 2] -> rgb [N, C]``;
+        decoded from the first ``parts`` parts (None: all)."""
+        k = self._decoded(parts)
         if self.context.task == "image":
             omega = self.config.omega_0
             h = x
@@ -200,9 +194,9 @@ class StreamableField(SceneField, ImageField):
             h = F.relu(layer(h, k))
         return torch.sigmoid(self.colour_out(h, k)), sigma
 
-    def density(self, x: Tensor) -> Tensor:
-        """``x [N, 3]`` world positions -> ``sigma [N]`` (0 outside the aabb)."""
-        return self._density_and_features(x, self.parts)[0]
+    def density(self, x: Tensor, parts: Optional[int] = None) -> Tensor:
+        """``x [N, 3]`` world positions -> ``sigma [N]`` (0 outside the aabb), from the first ``parts`` parts."""
+        return self._density_and_features(x, self._decoded(parts))[0]
 
     def _density_and_features(self, x: Tensor, k: int) -> Tuple[Tensor, Tensor]:
         u, inside = self.unit_coords(x)
