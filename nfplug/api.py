@@ -301,8 +301,10 @@ def field_n_parts(field: Field) -> int:
 def decoding(field: Field, k: Optional[int]) -> Any:
     """``field`` decoding its first ``k`` parts (None: all of them): the field itself, or a
     :class:`PartsView`; a one-line error for a ``k`` the field does not have."""
+    if k is None:  # the common case, and every step of an ordinary field: no capability check
+        return field
     n = field_n_parts(field)
-    if k is None or k == n:
+    if k == n:
         return field
     if not isinstance(field, Streamable):
         raise NfplugError(f"--parts: the {type(field).__name__} field is not streamable (it has 1 part)")

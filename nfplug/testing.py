@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -53,7 +54,7 @@ from nfplug.api import (
 )
 from nfplug.errors import NfplugError
 
-__all__ = ["ContractError", "check_field", "check_sampler", "check_init", "check_dataset", "installed"]
+__all__ = ["ContractError", "check_field", "check_sampler", "check_init", "check_dataset", "installed", "smooth_image", "write_png"]
 
 SCENE_AABB = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
 IMAGE_AABB = (-1.0, -1.0, 1.0, 1.0)
@@ -610,14 +611,19 @@ def check_dataset(cls: type, root: Path, config: Any = None, *, train: bool = Tr
 # -------------------------------------------------------------------------- tiny training runs
 
 
-def _tiny_image(folder: Path) -> Path:
-    import cv2
-    import numpy as np
+def smooth_image(height: int, width: int, freqs: Sequence[float] = (6.0, 5.0, 4.0)) -> np.ndarray:
+    """A smooth synthetic RGB image in [0.1, 0.9], ``(height, width, 3)`` (for image-task tests)."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    fx, fy, fd = freqs
+    return np.stack([0.5 + 0.4 * np.sin(fx * x), 0.5 + 0.4 * np.cos(fy * y), 0.5 + 0.3 * np.sin(fd * (x + y))], axis=-1)
 
-    y, x = np.mgrid[0:16, 0:16] / 16.0
-    rgb = np.stack([0.5 + 0.4 * np.sin(6 * x), 0.5 + 0.4 * np.cos(5 * y), 0.5 + 0.3 * np.sin(4 * (x + y))], -1)
-    path = folder / "tiny.png"
-    cv2.imwrite(str(path), (rgb[..., ::-1] * 255).astype(np.uint8))
+
+def write_png(path: Path, rgb: np.ndarray) -> Path:
+    """Write an RGB image in [0, 1] as an 8-bit PNG (OpenCV wants BGR)."""
+    import cv2
+
+    if not cv2.imwrite(str(path), (rgb[..., ::-1] * 255).astype(np.uint8)):
+        raise OSError(f"could not write {path}")
     return path
 
 
@@ -653,7 +659,7 @@ def _train_and_resume(plugin: str, slot: str, name: str, config: Any, task: str,
     fix = f"run the engine yourself to see the full error: nfplug train --{slot} {name} ..." if slot != "dataset" else "run nfplug train --data ROOT to see the full error"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data = ["--data", str(_tiny_image(folder))] if task == "image" else []
+        data = ["--data", str(write_png(folder / "tiny.png", smooth_image(16, 16)))] if task == "image" else []
         args = [*([f"--{slot}", name] if slot != "dataset" else []), *extra, *data, *TINY_COMMON, *(TINY_SCENE if task == "scene" else [])]
         straight, resumed = folder / "straight", folder / "resumed"
         with _quiet() as log:

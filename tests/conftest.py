@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Sequence
 
-import cv2
-import numpy as np
 import pytest
+
+from nfplug.testing import smooth_image, write_png
+
+__all__ = ["LEGO", "REPO", "SHARED_DATA", "TINY_TRAIN", "install_package", "needs_lego", "smooth_image", "write_png"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -19,18 +23,16 @@ needs_lego = pytest.mark.skipif(not (LEGO / "transforms_train.json").is_file(), 
 TINY_TRAIN = ["--batch-size", "512", "--render.grid-resolution", "32", "--eval-every", "0", "--no-progress"]
 
 
-def smooth_image(height: int, width: int, freqs: Sequence[float] = (6.0, 5.0, 4.0)) -> np.ndarray:
-    """A smooth synthetic RGB image in [0.1, 0.9], (height, width, 3)."""
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    fx, fy, fd = freqs
-    return np.stack([0.5 + 0.4 * np.sin(fx * x), 0.5 + 0.4 * np.cos(fy * y), 0.5 + 0.3 * np.sin(fd * (x + y))], axis=-1)
-
-
-def write_png(path: Path, rgb: np.ndarray) -> Path:
-    """Write an RGB image in [0, 1] as an 8-bit PNG (OpenCV wants BGR)."""
-    if not cv2.imwrite(str(path), (rgb[..., ::-1] * 255).astype(np.uint8)):
-        raise OSError(f"could not write {path}")
-    return path
+def install_package(src: Path, site: Path) -> dict:
+    """``pip install`` the package folder ``src`` into ``site`` (no dependencies, no build
+    isolation: offline) and return an environment whose PYTHONPATH finds it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(src)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
 
 
 @pytest.fixture(autouse=True, scope="session")

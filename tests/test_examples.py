@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_TRAIN, smooth_image, write_png
+from conftest import TINY_TRAIN, install_package, smooth_image, write_png
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -30,10 +29,7 @@ def test_every_example_is_covered():
 def test_example_installs_lists_trains_and_passes_its_tests(tmp_path, folder, name, kind, args):
     src = tmp_path / folder
     shutil.copytree(EXAMPLES / folder, src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
-    site = tmp_path / "site"
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(src)]
-    subprocess.run(pip, check=True, capture_output=True)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    env = install_package(src, tmp_path / "site")
 
     def nfplug(*argv):
         return subprocess.run([sys.executable, "-m", "nfplug.cli", *argv], cwd=tmp_path, env=env, capture_output=True, text=True)

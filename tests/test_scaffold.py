@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
+from conftest import install_package
 from nfplug.scaffold import KINDS, names_for
 
 
@@ -24,12 +24,10 @@ def test_every_kind_installs_lists_and_passes_its_conformance_test(tmp_path):
         folder = tmp_path / f"nfplug-my-{kind}"
         names = names_for(kind, f"my-{kind}")
         assert (folder / names["package"] / f"{kind}.py").is_file() and (folder / "tests" / f"test_my_{kind}.py").is_file()
-        installed = _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(folder)], tmp_path)
-        assert installed.returncode == 0, installed.stderr[-2000:]
+        env = install_package(folder, site)
         tests = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], folder)  # the package's own tests
         assert tests.returncode == 0, tests.stdout[-3000:]
         assert "1 passed" in tests.stdout
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     listing = _run([sys.executable, "-m", "nfplug.cli", "plugins"], tmp_path, env)
     assert listing.returncode == 0, listing.stderr
     for kind in KINDS:

@@ -7,7 +7,6 @@ the built-in demo scene exactly, so a run on it must equal a run on the demo's B
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, install_package
 from nfplug.data.demo import ensure_demo_scene
 from nfplug.data.scene import load_blender
 
@@ -86,10 +85,7 @@ def test_an_installed_dataset_format_is_detected_listed_and_trains_like_the_buil
     (src / "nfplug_npzscene").mkdir(parents=True)
     (src / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
     (src / "nfplug_npzscene" / "__init__.py").write_text(DATASET)
-    site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(src)],
-                   check=True, capture_output=True)  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    env = install_package(src, tmp_path / "site")
 
     demo = ensure_demo_scene()
     arrays = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, install_package
 from nfplug import registry
 from nfplug.api import SamplerContext
 from nfplug.data.demo import ensure_demo_scene
@@ -26,15 +25,7 @@ def _install_plugin(tmp_path: Path) -> dict:
     """examples/nfplug-patches, copied and pip-installed into a folder of its own."""
     src = tmp_path / "nfplug-patches"
     shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
-    site = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(src)],
-        check=True,
-        capture_output=True,
-    )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
-    return env
+    return install_package(src, tmp_path / "site")
 
 
 def _nfplug(args, env, cwd):
