@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ commands:
   train         train a field on a scene folder (any dataset format), an image file, or the built-in demo
   eval          evaluate a trained run on held-out views, write metrics.json
   render        render a trained run along a camera path (PNG frames, depth maps, mp4)
-  export        write a trained run for streaming (--format stream: one chunk per part)
+  export        write a trained run: a stream (one chunk per part), a coloured mesh or a point cloud (PLY)
   process-data  turn photos or a video into a posed scene (structure from motion with COLMAP)
   plugins       list the installed fields, inits, samplers and dataset formats
   new-plugin    write a ready plugin package to fill in (a field, init, sampler or dataset format)
@@ -324,21 +325,52 @@ def cmd_render(argv: List[str]) -> int:
 class ExportArgs:
     run: str
     """Run directory written by nfplug train."""
-    format: Literal["stream"] = "stream"
-    """stream: one chunk per part of the field, in order, plus manifest.json."""
+    format: Literal["stream", "mesh", "points"] = "stream"
+    """stream: one chunk per part of the field, in order, plus manifest.json. mesh: a coloured
+    triangle mesh (OUT/mesh.ply, marching cubes on the density). points: a coloured point cloud
+    sampled from that surface (OUT/points.ply). Meshes and points open in MeshLab or Blender."""
     output: Optional[str] = None
-    """Output folder (default: RUN/export-stream)."""
+    """Output folder (default: RUN/export-FORMAT)."""
     checkpoint: Optional[str] = None
     """Checkpoint to export (a path, or a file name in RUN/checkpoints; default: the latest usable)."""
+    resolution: int = 256
+    """mesh, points: lattice points a side over the scene box for marching cubes (memory grows as
+    its cube: about 20 bytes a point, checked before any work)."""
+    threshold: Optional[float] = None
+    """mesh, points: the density of the surface (default: ln 2 / the marching step, where one
+    step of the renderer is half opaque)."""
+    points: int = 1_000_000
+    """points: how many points to sample from the surface."""
+    parts: Optional[int] = None
+    """mesh, points of a streamable field: decode from the first k parts only (default: all)."""
 
 
 def cmd_export(argv: List[str]) -> int:
-    from nfplug.export import export_stream
     from nfplug.training.run import load_run
 
     args = parse_with_tyro(ExportArgs, _positional_run(argv), "nfplug export", "Export a trained run.")
+    if args.points < 1:
+        raise NfplugError(f"--points: must be at least 1 (got {args.points})")
+    if args.threshold is not None and not (math.isfinite(args.threshold) and args.threshold > 0):
+        raise NfplugError(f"--threshold: must be a positive density (got {args.threshold})")
+    if args.format != "stream":
+        from nfplug.mesh import check_resolution
+
+        check_resolution(args.resolution)
+    elif args.parts is not None:
+        raise NfplugError("--parts: only for --format mesh or points (a stream holds every part)")
     run = load_run(Path(args.run), "cpu", args.checkpoint)
     out = Path(args.output) if args.output else run.run_dir / f"export-{args.format}"
+    if args.format != "stream":
+        from nfplug.api import decoding
+        from nfplug.mesh import export_surface
+
+        summary = export_surface(run, decoding(run.field, args.parts), args.format, out, args.resolution, args.threshold, args.points)
+        what = f"{summary['vertices']:,} vertices, {summary['faces']:,} triangles" if args.format == "mesh" else f"{summary['points']:,} points"
+        print(f"exported {what} (density threshold {summary['threshold']:.3g}, {args.resolution}^3 lattice) -> {summary['path']}")
+        return 0
+    from nfplug.export import export_stream
+
     manifest = export_stream(run, out)
     chunks = json.loads(manifest.read_text())["chunks"]
     for chunk in chunks:

@@ -73,6 +73,22 @@ OBJECTS: tuple[_Sphere | _Box, ...] = (
 )
 
 
+def signed_distance(points: np.ndarray) -> np.ndarray:
+    """The scene's signed distance ``[N]`` at ``points [N, 3]`` (negative inside an object): the
+    ground truth an exported mesh is checked against."""
+    points = np.asarray(points, dtype=np.float64)
+    distance = np.full(len(points), np.inf)
+    for obj in OBJECTS:
+        if isinstance(obj, _Sphere):
+            d = np.linalg.norm(points - np.asarray(obj.centre), axis=1) - obj.radius
+        else:
+            lo, hi = np.asarray(obj.lo), np.asarray(obj.hi)
+            q = np.abs(points - (lo + hi) / 2) - (hi - lo) / 2  # per axis: distance outside the slab
+            d = np.linalg.norm(np.maximum(q, 0.0), axis=1) + np.minimum(q.max(axis=1), 0.0)
+        distance = np.minimum(distance, d)
+    return distance
+
+
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise dot product ``[R, 3] x [R, 3] -> [R]`` (faster than ``(a * b).sum(-1)``)."""
     return np.einsum("ij,ij->i", a, b)
