@@ -8,6 +8,7 @@ against a config type built from the chosen plugins' own ``Config`` dataclasses,
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import math
@@ -25,6 +26,7 @@ commands:
   train         train a field on a scene folder (any dataset format), an image file, or the built-in demo
   eval          evaluate a trained run on held-out views, write metrics.json
   render        render a trained run along a camera path (PNG frames, depth maps, mp4)
+  view          open a trained run in the browser viewer (orbit, pan, zoom; over SSH with port forwarding)
   export        write a trained run: a stream (one chunk per part), a coloured mesh or a point cloud (PLY)
   process-data  turn photos or a video into a posed scene (structure from motion with COLMAP)
   plugins       list the installed fields, inits, samplers and dataset formats
@@ -39,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    commands = {"train": cmd_train, "eval": cmd_eval, "render": cmd_render, "export": cmd_export, "plugins": cmd_plugins, "process-data": cmd_process_data, "new-plugin": cmd_new_plugin}
+    commands = {"train": cmd_train, "eval": cmd_eval, "render": cmd_render, "export": cmd_export, "view": cmd_view, "plugins": cmd_plugins, "process-data": cmd_process_data, "new-plugin": cmd_new_plugin}
     if command not in commands:
         print(f"nfplug: error: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -200,19 +202,76 @@ def parse_train_args(argv: List[str]):
         lines.append(f"  --{slot + ' NAME':<13} one of: {', '.join(valid)} (now: {names[slot]})")
     lines.append(f"  {'--resume DIR':<15} continue a run from its last checkpoint")
     lines.append(f"  {'--checkpoint PATH':<15} with --resume: continue from this checkpoint instead (later ones are set aside)")
+    lines += VIEWER_HELP
     config = parse_with_tyro(cls, rest, "nfplug train", "\n".join(lines), default=default)
     validate_options(config)  # every option's range, and each plugin Config's validate()
     return config, names, resume
 
 
+@dataclass(frozen=True)
+class ViewerOptions:
+    """``nfplug train --viewer [--viewer-host H] [--viewer-port P] [--viewer-share S]`` (not stored in
+    the run's config: a resumed run shows the viewer only if asked again)."""
+
+    host: str = "127.0.0.1"
+    port: int = 7007
+    share: float = 0.5
+
+
+VIEWER_HELP = [
+    f"  {'--viewer':<15} watch training live in the browser (prints the URL; orbit, pan, zoom, pause)",
+    f"  {'--viewer-host H':<15} address to serve on (default 127.0.0.1; 0.0.0.0 for other machines)",
+    f"  {'--viewer-port P':<15} port (default 7007; 0: any free port)",
+    f"  {'--viewer-share S':<15} largest share of wall time the viewer may render while training (default 0.5)",
+]
+
+
+def take_viewer_options(argv: List[str], check_port: bool = True) -> Tuple[Optional[ViewerOptions], List[str]]:
+    """Take the viewer's options out of argv; -> (options if --viewer was given, the rest)."""
+    host, argv = take_option(argv, "viewer-host")
+    port, argv = take_option(argv, "viewer-port")
+    share, argv = take_option(argv, "viewer-share")
+    enabled = "--viewer" in argv
+    argv = [a for a in argv if a != "--viewer"]
+    given = [name for name, value in (("--viewer-host", host), ("--viewer-port", port), ("--viewer-share", share)) if value is not None]
+    if not enabled:
+        if given:
+            raise NfplugError(f"{given[0]}: only with --viewer")
+        return None, argv
+    options = ViewerOptions()
+    if host is not None:
+        if not host:
+            raise NfplugError("--viewer-host: must not be empty")
+        options = dataclasses.replace(options, host=host)
+    if port is not None:
+        try:
+            options = dataclasses.replace(options, port=int(port))
+        except ValueError:
+            raise NfplugError(f"--viewer-port: expected a port number, got '{port}'") from None
+    if share is not None:
+        try:
+            value = float(share)
+        except ValueError:
+            raise NfplugError(f"--viewer-share: expected a number in (0, 1], got '{share}'") from None
+        if not (0.0 < value <= 1.0):
+            raise NfplugError(f"--viewer-share: must be in (0, 1], got {share}")
+        options = dataclasses.replace(options, share=value)
+    if check_port:  # before any data is read
+        from nfplug.viewer import check_port as check
+
+        check(options.host, options.port, "--viewer-port")
+    return options, argv
+
+
 def cmd_train(argv: List[str]) -> int:
     checkpoint, argv = take_option(argv, "checkpoint")
+    viewer, argv = take_viewer_options(argv, check_port=not any(a in ("-h", "--help") for a in argv))
     config, names, resume = parse_train_args(argv)
     if checkpoint is not None and resume is None:
         raise NfplugError("--checkpoint: only with --resume RUN (it picks the checkpoint to continue from)")
     from nfplug.training.trainer import train
 
-    result = train(config, names, resume_dir=Path(resume) if resume else None, checkpoint=Path(checkpoint) if checkpoint else None)
+    result = train(config, names, resume_dir=Path(resume) if resume else None, checkpoint=Path(checkpoint) if checkpoint else None, viewer=viewer)
     return 130 if result.interrupted else 0
 
 
@@ -376,6 +435,49 @@ def cmd_export(argv: List[str]) -> int:
     for chunk in chunks:
         print(f"  {chunk['file']}: part {chunk['part']}, {chunk['params']:,} parameters, {chunk['bytes']:,} bytes")
     print(f"exported {len(chunks)} chunk(s) -> {out} (manifest: {manifest.name})")
+    return 0
+
+
+@dataclass(frozen=True)
+class ViewArgs:
+    run: str
+    """Run directory written by nfplug train (a scene or an image run)."""
+    host: str = "127.0.0.1"
+    """Address to serve on (0.0.0.0: reachable from other machines; over SSH, forward the port instead)."""
+    port: int = 7007
+    """Port to serve on (0: any free port)."""
+    device: str = "auto"
+    """'cpu', 'cuda' or 'auto'."""
+    checkpoint: Optional[str] = None
+    """Checkpoint to show (a path, or a file name in RUN/checkpoints; default: the latest usable)."""
+    seconds: Optional[float] = None
+    """Stop serving after this many seconds (default: until Ctrl-C)."""
+
+
+def cmd_view(argv: List[str]) -> int:
+    import time
+
+    from nfplug.api import field_n_parts
+    from nfplug.training.run import load_run
+    from nfplug.viewer import Viewer, check_port
+
+    args = parse_with_tyro(ViewArgs, _positional_run(argv), "nfplug view", "Open a trained run in the browser viewer.")
+    if not args.host:
+        raise NfplugError("--host: must not be empty")
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise NfplugError(f"--seconds: must be a positive number, got {args.seconds}")
+    check_port(args.host, args.port)  # before loading the run
+    run = load_run(Path(args.run), args.device, args.checkpoint)
+    viewer = Viewer(run.task, run.field, host=args.host, port=args.port, n_parts=field_n_parts(run.field), title=f"nfplug view: {run.run_dir.name} (step {run.step:,})")
+    print(f"nfplug: {viewer.describe()}; Ctrl-C stops it", flush=True)
+    try:
+        deadline = None if args.seconds is None else time.monotonic() + args.seconds
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print("nfplug: viewer stopped")
+    finally:
+        viewer.close()
     return 0
 
 

@@ -19,7 +19,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from nfplug.api import Field
 from nfplug.errors import NfplugError

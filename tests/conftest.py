@@ -11,7 +11,7 @@ import pytest
 
 from nfplug.testing import smooth_image, write_png
 
-__all__ = ["LEGO", "REPO", "SHARED_DATA", "TINY_TRAIN", "install_package", "needs_lego", "smooth_image", "write_png"]
+__all__ = ["DEMO_STEPS", "LEGO", "REPO", "SHARED_DATA", "TINY_TRAIN", "install_package", "needs_lego", "smooth_image", "write_png"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -41,3 +41,20 @@ def _demo_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NFPLUG_CACHE", str(tmp_path_factory.getbasetemp() / "nfplug-cache"))
         yield
+
+
+DEMO_STEPS = 300
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """A 300-step run of the demo scene, shared by the tests that read a trained scene (eval,
+    render, export, the viewer)."""
+    from nfplug.cli import main
+
+    run = tmp_path_factory.mktemp("demo") / "run"
+    # The default 128^3 occupancy grid, not TINY_TRAIN's 32^3: the warm-up's 4x steps (the first 256
+    # of these 300 steps) are 2 cells of a 32^3 grid long, which cost 1.3 dB here (README).
+    options = [*TINY_TRAIN, "--batch-size", "1024", "--render.grid-resolution", "128"]
+    assert main(["train", "--max-steps", str(DEMO_STEPS), "--output", str(run), *options]) == 0
+    return run

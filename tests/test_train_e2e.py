@@ -11,23 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_TRAIN
+from conftest import DEMO_STEPS, TINY_TRAIN
 from nfplug.cli import main
 from nfplug.data.demo import signed_distance
 from nfplug_builtins.samplers.uniform import UniformSampler
 
-DEMO_STEPS = 300
 DEMO_PSNR_FLOOR = 20.0
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("demo") / "run"
-    # The default 128^3 occupancy grid, not TINY_TRAIN's 32^3: the warm-up's 4x steps (the first 256
-    # of these 300 steps) are 2 cells of a 32^3 grid long, which cost 1.3 dB here (README).
-    options = [*TINY_TRAIN, "--batch-size", "1024", "--render.grid-resolution", "128"]
-    assert main(["train", "--max-steps", str(DEMO_STEPS), "--output", str(run), *options]) == 0
-    return run
 
 
 def test_demo_training_reaches_quality_floor(demo_run):

@@ -18,6 +18,7 @@ own learning-rate schedule.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
@@ -89,9 +90,12 @@ def default_run_dir(config: Any, names: Dict[str, str], scene_name: str) -> Path
     return Path("runs") / f"{scene_name}-{names['field']}-{names['sampler']}-{stamp}"
 
 
-def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = None, checkpoint: Optional[Path] = None) -> TrainResult:
+def train(
+    config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = None, checkpoint: Optional[Path] = None, viewer: Any = None
+) -> TrainResult:
     """Train a field as ``config`` says; resume from ``resume_dir``'s last checkpoint (or from
-    ``checkpoint``) if given. The run folder stays locked against other trainers throughout."""
+    ``checkpoint``) if given. The run folder stays locked against other trainers throughout.
+    ``viewer``: :class:`nfplug.cli.ViewerOptions` to watch it live in the browser (:mod:`nfplug.viewer`)."""
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     retain_freed_memory()
@@ -110,7 +114,21 @@ def train(config: Any, names: Dict[str, str], *, resume_dir: Optional[Path] = No
 
     run_dir = Path(resume_dir or config.output or default_run_dir(config, names, task.scene_name))
     with open_run_dir(run_dir, resume=resume_dir is not None):  # writable, locked, not a finished run
-        return _train_in(run_dir, config, names, classes, task, field, device, generator, resume=resume_dir is not None, checkpoint_path=checkpoint)
+        live = None
+        if viewer is not None:
+            from nfplug.viewer import Viewer
+
+            live = Viewer(task, field, host=viewer.host, port=viewer.port, training=True, share=viewer.share,
+                          n_parts=field_n_parts(field), title=f"nfplug train: {run_dir.name}")
+            tqdm.write(f"nfplug: {live.describe()}")
+        try:
+            return _train_in(
+                run_dir, config, names, classes, task, field, device, generator, resume=resume_dir is not None, checkpoint_path=checkpoint, viewer=live
+            )
+        finally:
+            if live is not None:
+                live.close()
+                tqdm.write(f"nfplug: viewer closed; open the trained run with: nfplug view {run_dir}")
 
 
 def _train_in(
@@ -125,8 +143,10 @@ def _train_in(
     *,
     resume: bool,
     checkpoint_path: Optional[Path],
+    viewer: Any = None,
 ) -> TrainResult:
-    """The training loop of :func:`train`, in a locked run folder."""
+    """The training loop of :func:`train`, in a locked run folder (``viewer``: a live
+    :class:`~nfplug.viewer.Viewer`, whose lock each step holds)."""
 
     n_trainable = int(task.train_mask.sum()) if task.train_mask is not None else task.images.shape[:3].numel()
     batch_size = n_trainable if config.batch_size == 0 else config.batch_size
@@ -209,13 +229,16 @@ def _train_in(
     late = [s for s in stages if s.start >= config.max_steps]
     if late:
         tqdm.write(f"nfplug: warning: {len(late)} of the field's {len(stages)} training stages start after --max-steps {config.max_steps}")
+    step_lock = viewer.lock if viewer is not None else contextlib.nullcontext()  # the viewer renders between steps
     try:
         while step < config.max_steps and (config.max_time is None or elapsed < config.max_time):
+            if viewer is not None:
+                viewer.wait_while_paused(lambda: stop.requested)
             if stop.requested:
                 interrupted = True
                 break
             t0 = time.perf_counter()
-            with profiling(profile):  # --profile: time per stage (nfplug.profiling)
+            with step_lock, profiling(profile):  # --profile: time per stage (nfplug.profiling)
                 if _stage_index(stages, step) != stage_index:
                     stage_index = _stage_index(stages, step)
                     optimizer = build_optimizer(config, field, stages[stage_index], peak_lr, task)
@@ -292,6 +315,8 @@ def _train_in(
             if config.max_time:
                 postfix["time_left"] = f"{max(0.0, config.max_time - elapsed):.0f}s"
             bar.set_postfix(postfix, refresh=False)
+            if viewer is not None:
+                viewer.report(step, config.max_steps, mse, psnr_from_mse(mse), rays_per_s, elapsed)
             if step % 10 == 0 or step == 1:
                 history.train.append(
                     {"step": step, "time": round(elapsed, 3), "psnr": psnr_from_mse(mse), "rays_per_s": rays_per_s,
@@ -320,6 +345,8 @@ def _train_in(
     finally:
         bar.close()
         stop.restore()
+        if viewer is not None:
+            viewer.finish()
 
     checkpoint()
     history.save(run_dir)
