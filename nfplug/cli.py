@@ -279,6 +279,16 @@ def cmd_train(argv: List[str]) -> int:
 
 
 @dataclass(frozen=True)
+class MetricsOptions:
+    lpips_weights: Optional[str] = None
+    """LPIPS: the backbone's ImageNet weights (torchvision's alexnet-owt-7be5be79.pth, or
+    vgg16-397923af.pth with --metrics.lpips-net vgg). Default: the torch-hub cache, where
+    torchvision's download leaves them; without them LPIPS is skipped (nothing is downloaded)."""
+    lpips_net: Literal["alex", "vgg"] = "alex"
+    """LPIPS backbone: alex (the LPIPS authors' default) or vgg."""
+
+
+@dataclass(frozen=True)
 class EvalArgs:
     run: str
     """Run directory written by nfplug train."""
@@ -292,10 +302,13 @@ class EvalArgs:
     reported with its parameter count)."""
     checkpoint: Optional[str] = None
     """Checkpoint to evaluate (a path, or a file name in RUN/checkpoints; default: the latest usable)."""
+    metrics: MetricsOptions = MetricsOptions()
+    """Metric options (LPIPS's weights)."""
 
 
 def cmd_eval(argv: List[str]) -> int:
     from nfplug.api import decoding, field_macs_per_sample, field_n_parts
+    from nfplug.lpips import load_lpips
     from nfplug.training.evaluation import evaluate_parts, evaluate_views, write_metrics
     from nfplug.training.run import load_run
     from nfplug.training.rundir import check_writable
@@ -304,7 +317,10 @@ def cmd_eval(argv: List[str]) -> int:
     run = load_run(Path(args.run), args.device, args.checkpoint)
     split = _checked_split(run.task, args.split or run.task.eval_split_name)
     check_writable(run.run_dir)  # before evaluating: metrics.json goes there
-    metrics = evaluate_views(run.task, decoding(run.field, args.parts), split)
+    lpips, skipped = load_lpips(args.metrics.lpips_net, args.metrics.lpips_weights, run.task.device)
+    if skipped:
+        print(f"nfplug: {skipped}")
+    metrics = evaluate_views(run.task, decoding(run.field, args.parts), split, lpips=lpips)
     metrics["step"] = run.step
     macs = field_macs_per_sample(run.field)
     if macs is not None:
@@ -314,7 +330,10 @@ def cmd_eval(argv: List[str]) -> int:
     else:
         metrics["decoded_parts"] = args.parts or field_n_parts(run.field)
     path = write_metrics(run.run_dir, metrics, "metrics.json" if args.parts is None else f"metrics_parts{args.parts}.json")
-    print(f"{split}: PSNR {metrics['mean']['psnr']:.2f} dB, SSIM {metrics['mean']['ssim']:.4f} over {len(metrics['views'])} views (step {run.step}) -> {path}")
+    lpips_text = f", LPIPS ({args.metrics.lpips_net}) {metrics['mean']['lpips']:.4f}" if "lpips" in metrics["mean"] else ""
+    if lpips is not None and not lpips_text:
+        print("nfplug: LPIPS skipped: it needs RGB views at least 32 pixels a side")
+    print(f"{split}: PSNR {metrics['mean']['psnr']:.2f} dB, SSIM {metrics['mean']['ssim']:.4f}{lpips_text} over {len(metrics['views'])} views (step {run.step}) -> {path}")
     for row in metrics.get("parts", []):
         print(f"  first {row['parts']} part(s): {row['params']:>9,} parameters, PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}")
     if macs is not None:

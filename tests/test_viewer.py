@@ -19,7 +19,7 @@ import torch
 
 from conftest import REPO, TINY_TRAIN
 from nfplug.cli import main
-from nfplug.data.cameras import Cameras, generate_rays
+from nfplug.data.cameras import generate_rays
 from nfplug.errors import NfplugError
 from nfplug.viewer import RateMeter, camera_pose, check_port, frame_size, render_frame, vertical_fov, viewer_camera
 

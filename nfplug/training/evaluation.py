@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from nfplug.api import decoding, field_n_parts, field_parameter_parts
+from nfplug.lpips import lpips_of
 from nfplug.metrics import psnr, ssim
 from nfplug.training.run import write_json_atomic
 
@@ -23,10 +24,13 @@ def evaluate_views(
     writer: Any = None,
     step: int = 0,
     with_ssim: bool = True,
+    lpips: Any = None,
 ) -> Dict[str, Any]:
-    """PSNR (and SSIM) of every view of ``split`` (or of ``indices``), over its mask's pixels if it has one.
+    """PSNR (and SSIM, and LPIPS with an :class:`nfplug.lpips.LPIPS` metric) of every view of
+    ``split`` (or of ``indices``), PSNR and SSIM over its mask's pixels if it has one (LPIPS
+    compares whole images).
 
-    Returns ``{"split", "views": [{"index", "image", "psnr", "ssim"}], "mean": {"psnr", "ssim"}}``
+    Returns ``{"split", "views": [{"index", "image", "psnr", "ssim", "lpips"}], "mean": {...}}``
     (``image``: the photo's file, for scenes: which photos were held out); the first view's
     render, ground truth and depth go to TensorBoard if ``writer``.
     """
@@ -44,6 +48,10 @@ def evaluate_views(
             row["psnr"] = psnr(view.rgb, view.gt)
         if with_ssim:
             row["ssim"] = ssim(view.rgb, view.gt, view.mask)
+        if lpips is not None:
+            value = lpips_of(lpips, view.rgb, view.gt)
+            if value is not None:
+                row["lpips"] = value
         views.append(row)
         if writer is not None and k == 0:
             writer.add_image(f"{split}/render", _hwc3(view.rgb), step, dataformats="HWC")
@@ -54,6 +62,8 @@ def evaluate_views(
     mean = {"psnr": float(np.mean([v["psnr"] for v in views]))}
     if with_ssim:
         mean["ssim"] = float(np.mean([v["ssim"] for v in views]))
+    if views and all("lpips" in v for v in views):
+        mean["lpips"] = float(np.mean([v["lpips"] for v in views]))
     return {"split": split, "views": views, "mean": mean}
 
 
