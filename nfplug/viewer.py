@@ -10,8 +10,8 @@ background image.
   :class:`~nfplug.data.cameras.Cameras`; :func:`camera_pose` is its inverse for the training cameras
   drawn as frustums.
 - **Frames.** A frame is rendered at the resolution the measured rays/s allow in about
-  :data:`FRAME_SECONDS` while the camera moves, then sharper once it stops (:data:`LEVELS`). A
-  render whose camera moves on is abandoned between chunks.
+  :data:`FRAME_SECONDS` while the camera moves (in one piece, always shown), then sharper once it
+  stops (:data:`LEVELS`); a sharper render whose camera moves on is abandoned between chunks.
 - **Training.** The trainer takes :attr:`Viewer.lock` around each step and the renderer takes it
   around each chunk, so a frame never sees a half-updated field. While training runs, rendering
   may use at most ``share`` of the wall time (after a render of t seconds the thread waits
@@ -116,23 +116,27 @@ def check_port(host: str, port: int, option: str = "--port") -> None:
 
 def render_frame(
     task: Any, field: Callable[[], Any], cameras: Cameras, *, chunk: int = 1 << 14, lock: Any = None, abandon: Callable[[], bool] = lambda: False
-) -> Tuple[Optional[torch.Tensor], int]:
+) -> Tuple[Optional[torch.Tensor], int, float]:
     """Render one viewer camera of a scene task on its evaluation background, ``chunk`` rays at a
     time, each under ``lock`` with ``field()`` (the field as it is now); -> (``rgb [H, W, 3]`` in
-    [0, 1], or None if ``abandon()`` said so between chunks; the rays rendered)."""
+    [0, 1], or None if ``abandon()`` said so between chunks; the rays rendered; the seconds spent
+    rendering them, not waiting for the lock)."""
     cams = cameras.to(task.device)
     h, w = cams.height, cams.width
     rows, cols = torch.meshgrid(torch.arange(h, device=task.device), torch.arange(w, device=task.device), indexing="ij")
     pixel_xy = torch.stack([cols, rows], dim=-1).reshape(-1, 2).float() + 0.5
     rays_o, rays_d = generate_rays(cams, torch.zeros(len(pixel_xy), dtype=torch.long, device=task.device), pixel_xy)
     colors = []
+    busy = 0.0
     for i in range(0, len(rays_o), chunk):
         if abandon():
-            return None, i
+            return None, i, busy
         with lock if lock is not None else contextlib.nullcontext(), torch.no_grad():
+            start = time.perf_counter()
             d = rays_d[i : i + chunk]
             colors.append(task.renderer.render(field(), rays_o[i : i + chunk], d, task.eval_background(d)).colors)
-    return torch.cat(colors).reshape(h, w, 3).clamp(0, 1), len(rays_o)
+            busy += time.perf_counter() - start
+    return torch.cat(colors).reshape(h, w, 3).clamp(0, 1), len(rays_o), busy
 
 
 
@@ -419,18 +423,22 @@ class Viewer:
         cams = viewer_camera(camera.wxyz, camera.position, camera.fov, width, height)
         start = time.perf_counter()
         version = self.version
-        abandon = lambda: camera.update_timestamp != stamp or self._stop.is_set()  # noqa: E731 - the camera moved on
-        rgb, rendered = render_frame(self.task, self._decoded, cams, chunk=max(1024, int(self.rate.rays_per_s * CHUNK_SECONDS)), lock=self.lock, abandon=abandon)
+        if level == 0:  # the coarse frame while moving: one chunk, always finished, so a moving camera sees frames
+            chunk, abandon = width * height, (lambda: self._stop.is_set())
+        else:  # sharper frames: abandoned as soon as the camera moves on
+            chunk = max(1024, int(self.rate.rays_per_s * CHUNK_SECONDS))
+            abandon = lambda: camera.update_timestamp != stamp or self._stop.is_set()  # noqa: E731
+        rgb, rendered, busy = render_frame(self.task, self._decoded, cams, chunk=chunk, lock=self.lock, abandon=abandon)
         seconds = time.perf_counter() - start
-        self.rate.record(rendered, seconds)
+        self.rate.record(rendered, busy)  # the renderer's own speed: waits for a training step are not its
         if rgb is None:
             view.camera_stamp = -1.0
-            return seconds
+            return busy
         client.scene.set_background_image((rgb * 255).to(torch.uint8).cpu().numpy(), format="jpeg", jpeg_quality=90)
         view.camera_stamp, view.level, view.version, view.shown_at = stamp, level, version, time.monotonic()
         self.frames[client.client_id] = (width, height, seconds)
         self._frame_md.content = f"frame: {width}x{height} in {seconds:.2f} s ({self.rate.rays_per_s:,.0f} rays/s)"
-        return seconds
+        return busy
 
     def _render_image_run(self) -> Optional[float]:
         """Image runs: the picture in the 3D scene, re-rendered when the field or parts change."""

@@ -67,7 +67,8 @@ def test_a_viewer_camera_at_a_training_camera_renders_that_image(demo_run: Path)
     for i in (0, 3):
         wxyz, position = camera_pose(cams.c2w[i].numpy())
         viewer = viewer_camera(wxyz, position, vertical_fov(cams, i), cams.width, cams.height)
-        rgb, rays = render_frame(run.task, lambda: run.field, viewer, chunk=1000)
+        rgb, rays, busy = render_frame(run.task, lambda: run.field, viewer, chunk=1000)
+        assert busy > 0
         assert rays == cams.width * cams.height
         reference = run.task.render_view(run.field, "val", i)
         assert torch.allclose(rgb, reference.rgb, atol=1e-4)
@@ -75,10 +76,10 @@ def test_a_viewer_camera_at_a_training_camera_renders_that_image(demo_run: Path)
         assert own > 17.0, own  # the 300-step run: 22.4 dB over the 8 views
     # The check can fail: the next camera's pose does not render this image.
     wxyz, position = camera_pose(cams.c2w[1].numpy())
-    other, _ = render_frame(run.task, lambda: run.field, viewer_camera(wxyz, position, vertical_fov(cams, 3), cams.width, cams.height))
+    other, _, _ = render_frame(run.task, lambda: run.field, viewer_camera(wxyz, position, vertical_fov(cams, 3), cams.width, cams.height))
     assert psnr(other, split.images[3][..., :3]) < own - 3.0
-    stopped, rays = render_frame(run.task, lambda: run.field, viewer, chunk=100, abandon=lambda: True)
-    assert stopped is None and rays == 0
+    stopped, rays, busy = render_frame(run.task, lambda: run.field, viewer, chunk=100, abandon=lambda: True)
+    assert stopped is None and rays == 0 and busy == 0.0
 
 
 @pytest.fixture()
