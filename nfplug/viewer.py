@@ -176,6 +176,7 @@ class TrainingStatus:
     elapsed: float = 0.0
     steps: List[int] = dataclass_field(default_factory=list)
     psnrs: List[float] = dataclass_field(default_factory=list)
+    losses: List[float] = dataclass_field(default_factory=list)
     finished: bool = False
 
 
@@ -205,6 +206,9 @@ class Viewer:
         self.rate = RateMeter()
         self.paused = threading.Event()
         self.frames: Dict[int, Tuple[int, int, float]] = {}  # client -> the last frame's (width, height, seconds)
+        self.shown = 0  # frames sent to browsers
+        self.busy_seconds = 0.0  # time spent rendering (holding the lock), abandoned frames included
+        self.started = time.monotonic()
         self._views: Dict[int, ClientView] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -222,6 +226,8 @@ class Viewer:
         self.server.on_client_disconnect(lambda client: self._views.pop(client.client_id, None))
         self._thread = threading.Thread(target=self._render_loop, name="nfplug-viewer", daemon=True)
         self._thread.start()
+        self._panel = threading.Thread(target=self._panel_loop, name="nfplug-viewer-panel", daemon=True)
+        self._panel.start()
 
     # -------------------------------------------------------------- public
     @property
@@ -242,6 +248,7 @@ class Viewer:
         if step % 10 == 0 or step == 1:
             s.steps.append(step)
             s.psnrs.append(psnr)
+            s.losses.append(loss)
         self.version += 1
 
     def wait_while_paused(self, stop_requested: Callable[[], bool]) -> None:
@@ -253,10 +260,16 @@ class Viewer:
         self.status.finished = True
         self.paused.clear()
 
+    def summary(self) -> str:
+        """What the viewer cost: frames shown, and its rendering time against the time it was up."""
+        up = time.monotonic() - self.started
+        return f"{self.shown} frame(s) shown, {self.busy_seconds:.1f} s of rendering in {up:.1f} s ({100 * self.busy_seconds / max(up, 1e-9):.0f}%)"
+
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=5)
+        self._panel.join(timeout=5)
         with contextlib.redirect_stdout(io.StringIO()):
             self.server.stop()
 
@@ -274,7 +287,6 @@ class Viewer:
         if self.training:
             self._pause = gui.add_button("Pause training", icon=None)
             self._pause.on_click(lambda _: self._toggle_pause())
-        self._last_panel = 0.0
 
     def _toggle_pause(self) -> None:
         if self.paused.is_set():
@@ -284,11 +296,15 @@ class Viewer:
             self.paused.set()
             self._pause.label = "Resume training"
 
+    def _panel_loop(self) -> None:
+        """The panel's status and plot, twice a second, on a thread of their own (frames can take seconds)."""
+        while not self._stop.wait(0.5):
+            try:
+                self._update_panel()
+            except Exception:  # noqa: BLE001 - a browser gone mid-update; the next round retries
+                pass
+
     def _update_panel(self) -> None:
-        now = time.monotonic()
-        if now - self._last_panel < 0.5:
-            return
-        self._last_panel = now
         if self.training:
             s = self.status
             state = "finished" if s.finished else ("paused" if self.paused.is_set() else "training")
@@ -300,11 +316,18 @@ class Viewer:
                 f"loss {s.loss:.5f}, PSNR {s.psnr:.2f} dB, {s.rays_per_s:,.0f} rays/s"
             )
             if len(s.steps) >= 2:
-                data = (np.asarray(s.steps, dtype=np.float64), np.asarray(s.psnrs, dtype=np.float64))
+                data = tuple(np.asarray(v, dtype=np.float64) for v in (s.steps, s.psnrs, s.losses))
                 if self._plot is None:
                     self._plot = self.server.gui.add_uplot(
-                        data=data, series=({"label": "step"}, {"label": "train PSNR (dB)", "stroke": "blue", "width": 2}),
-                        title="training", aspect=1.6,
+                        data=data,
+                        series=(
+                            {"label": "step"},
+                            {"label": "PSNR (dB)", "stroke": "blue", "width": 2, "scale": "psnr"},
+                            {"label": "loss", "stroke": "red", "width": 1, "scale": "loss"},
+                        ),
+                        scales={"x": {"time": False}, "psnr": {"auto": True}, "loss": {"distr": 3}},
+                        axes=({}, {"scale": "psnr"}, {"scale": "loss", "side": 1}),
+                        title="training (every 10 steps)", aspect=1.6,
                     )
                 else:
                     self._plot.data = data
@@ -343,7 +366,7 @@ class Viewer:
             centre = np.asarray(self.task.aabb, dtype=np.float64).reshape(2, 3).mean(0)
             forward = c2w[:, 2]
             distance = max(float((centre - c2w[:, 3]) @ forward), 1e-3)
-            eye = c2w[:, 3] - 0.1 * distance * forward  # a step behind the first training camera, not inside its frustum
+            eye = c2w[:, 3] + 0.25 * distance * (self._up - forward)  # behind and above the first training camera: its frustum out of the way
             with client.atomic():
                 client.camera.up_direction = tuple(self._up)
                 client.camera.position = tuple(eye)
@@ -355,7 +378,10 @@ class Viewer:
                 client.camera.position = (0.0, 0.0, 3.0)
                 client.camera.look_at = (0.0, 0.0, 0.0)
                 client.camera.fov = math.radians(50)
-        client.camera.on_update(lambda _: self._wake.set())
+        async def moved(_: Any) -> None:  # async: run on viser's event loop, not handed to a thread per message
+            self._wake.set()
+
+        client.camera.on_update(moved)
         self._wake.set()
 
     def _invalidate(self) -> None:
@@ -379,7 +405,6 @@ class Viewer:
     def _render_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self._update_panel()
                 did = self._render_image_run() if self.task.name == "image" else self._render_next_scene_frame()
             except Exception as e:  # never take training down with the viewer
                 self._frame_md.content = f"frame: render failed: {type(e).__name__}: {e}"
@@ -430,11 +455,13 @@ class Viewer:
             abandon = lambda: camera.update_timestamp != stamp or self._stop.is_set()  # noqa: E731
         rgb, rendered, busy = render_frame(self.task, self._decoded, cams, chunk=chunk, lock=self.lock, abandon=abandon)
         seconds = time.perf_counter() - start
+        self.busy_seconds += busy
         self.rate.record(rendered, busy)  # the renderer's own speed: waits for a training step are not its
         if rgb is None:
             view.camera_stamp = -1.0
             return busy
         client.scene.set_background_image((rgb * 255).to(torch.uint8).cpu().numpy(), format="jpeg", jpeg_quality=90)
+        self.shown += 1
         view.camera_stamp, view.level, view.version, view.shown_at = stamp, level, version, time.monotonic()
         self.frames[client.client_id] = (width, height, seconds)
         self._frame_md.content = f"frame: {width}x{height} in {seconds:.2f} s ({self.rate.rays_per_s:,.0f} rays/s)"
@@ -456,6 +483,8 @@ class Viewer:
         with self.lock, torch.no_grad():
             rgb = task.render_image(self._decoded(), scale)
         seconds = time.perf_counter() - start
+        self.busy_seconds += seconds
+        self.shown += 1
         image = (rgb.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
         if image.shape[-1] == 1:
             image = np.repeat(image, 3, axis=-1)

@@ -133,7 +133,7 @@ def test_training_with_the_viewer_serves_and_closes(tmp_path: Path, capsys) -> N
     assert main(["train", "--viewer", "--viewer-port", "0", "--max-steps", "6", *TINY_TRAIN, "--output", str(run)]) == 0
     out = capsys.readouterr().out
     port = int(re.search(r"viewer at http://127\.0\.0\.1:(\d+)", out).group(1))
-    assert "viewer closed; open the trained run with: nfplug view" in out
+    assert re.search(r"viewer closed \(0 frame\(s\) shown, 0\.0 s of rendering in [\d.]+ s \(0%\)\); open the trained run with: nfplug view", out), out
     with socket.socket() as s:  # the port is free again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
@@ -213,3 +213,57 @@ def test_the_viewer_in_a_real_browser(demo_run: Path, tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _step_shown(page) -> int:
+    found = re.search(r"step ([\d,]+) of", page.inner_text("body"))
+    return int(found.group(1).replace(",", "")) if found else -1
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt install chromium)")
+def test_pause_and_resume_training_from_the_browser(tmp_path: Path) -> None:
+    """`nfplug train --viewer`: the page shows training advancing; its Pause button stops the steps
+    and Resume continues them; Ctrl-C then stops the run with a checkpoint, as without a viewer."""
+    import signal
+
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "nfplug", "train", "--viewer", "--viewer-port", "0", "--max-steps", "100000", *TINY_TRAIN, "--output", str(run)]
+    trainer = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        url = None
+        for line in trainer.stdout:
+            found = re.search(r"viewer at (http://\S+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "no viewer URL printed"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 800, "height": 600})
+            page.goto(url, wait_until="load")
+            page.get_by_text("Pause training").wait_for(timeout=60_000)
+            deadline = time.monotonic() + 60
+            while _step_shown(page) < 20 and time.monotonic() < deadline:
+                page.wait_for_timeout(250)
+            assert _step_shown(page) >= 20
+            page.get_by_text("Pause training").click()
+            page.get_by_text("Resume training").wait_for(timeout=10_000)
+            page.wait_for_timeout(1500)  # the step in progress ends; the panel catches up
+            paused_at = _step_shown(page)
+            page.wait_for_timeout(2000)
+            assert _step_shown(page) == paused_at and "paused" in page.inner_text("body")
+            page.get_by_text("Resume training").click()
+            deadline = time.monotonic() + 30
+            while _step_shown(page) <= paused_at + 5 and time.monotonic() < deadline:
+                page.wait_for_timeout(250)
+            assert _step_shown(page) > paused_at + 5
+            browser.close()
+        trainer.send_signal(signal.SIGINT)
+        out, _ = trainer.communicate(timeout=60)
+        assert trainer.returncode == 130, out
+        assert "checkpoint saved" in out and "viewer closed" in out
+        assert list((run / "checkpoints").glob("ckpt_*.pt"))
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()

@@ -5,7 +5,9 @@ Trains the demo scene three ways, one after the other in one run, and prints a t
 - ``no viewer``: ``nfplug train``;
 - ``viewer, nobody looking``: ``nfplug train --viewer``, no browser connected;
 - ``viewer, orbiting``: ``nfplug train --viewer`` with headless Chromium (Debian's, driven by
-  Playwright) dragging the camera around all the time, so every frame is abandoned or replaced.
+  Playwright) dragging the camera around all the time;
+- ``browser only``: ``nfplug train`` while the same browser orbits a bare viser page (a background
+  image, no nfplug renders) served by this script: what the browser alone takes from training.
 
 Training time is the run's own ``train_seconds`` (the steps, including any wait for the viewer's
 lock). On these 2-core machines the browser runs on the same two cores and draws WebGL in
@@ -18,6 +20,8 @@ machine (the usual case, over SSH) costs training less. Writes ``bench_viewer.pn
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -34,7 +38,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def train(out: Path, steps: int, viewer: bool, share: float, orbit: bool) -> dict:
+def train(out: Path, steps: int, viewer: bool, share: float, orbit: bool, bare_page: bool = False) -> dict:
     argv = [sys.executable, "-u", "-m", "nfplug", "train", "--max-steps", str(steps), "--no-progress", "--eval-every", "0",
             "--final-eval-views", "1", "--output", str(out)]
     if viewer:
@@ -44,6 +48,17 @@ def train(out: Path, steps: int, viewer: bool, share: float, orbit: bool) -> dic
     lines: list = []
     url = None
     browsing = None
+    bare = None
+    if bare_page:
+        import numpy as np
+        import viser
+
+        with contextlib.redirect_stdout(io.StringIO()):  # viser's banner
+            bare = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
+        picture = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
+        bare.on_client_connect(lambda client: client.scene.set_background_image(picture, format="jpeg"))
+        browsing = threading.Thread(target=_orbit, args=(f"http://127.0.0.1:{bare.get_port()}", proc, frames), daemon=True)
+        browsing.start()
     for line in proc.stdout:
         lines.append(line)
         found = re.search(r"viewer at (http://\S+)", line)
@@ -54,10 +69,15 @@ def train(out: Path, steps: int, viewer: bool, share: float, orbit: bool) -> dic
     proc.wait()
     if browsing is not None:
         browsing.join(timeout=30)
+    if bare is not None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            bare.stop()
     if proc.returncode != 0:
         raise SystemExit("".join(lines[-20:]))
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"seconds": metrics["train_seconds"], "psnr": metrics["mean"]["psnr"], "frames": frames}
+    closed = re.search(r"viewer closed \((\d+) frame\(s\) shown, ([\d.]+) s of rendering in ([\d.]+) s", "".join(lines))
+    shown, busy = (int(closed.group(1)), float(closed.group(2))) if closed else (0, 0.0)
+    return {"seconds": metrics["train_seconds"], "psnr": metrics["mean"]["psnr"], "frames": frames, "shown": shown, "busy": busy}
 
 
 def _orbit(url: str, proc: subprocess.Popen, frames: list) -> None:
@@ -94,28 +114,32 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, viewer, orbit in [("no viewer", False, False), ("viewer, nobody looking", True, False), ("viewer, orbiting", True, True)]:
+        runs = [("no viewer", False, False, False), ("viewer, nobody looking", True, False, False), ("viewer, orbiting", True, True, False),
+                ("browser only", False, False, True)]
+        for name, viewer, orbit, bare in runs:
             start = time.perf_counter()
-            result = train(Path(tmp) / name.replace(" ", "_").replace(",", ""), args.steps, viewer, args.share, orbit)
+            result = train(Path(tmp) / name.replace(" ", "_").replace(",", ""), args.steps, viewer, args.share, orbit, bare)
             result.update(name=name, wall=time.perf_counter() - start)
             rows.append(result)
     base = rows[0]["seconds"]
     print(f"demo scene, {args.steps} steps, --viewer-share {args.share}")
-    print(f"{'':<24}{'training s':>11}{'x slower':>10}{'PSNR':>8}{'frames':>8}{'median frame s':>16}{'median size':>13}")
+    print(f"{'':<24}{'training s':>11}{'x slower':>10}{'PSNR':>8}{'shown':>7}{'rendering s':>13}{'median frame s':>16}{'median size':>13}")
     for r in rows:
         frames = sorted(r["frames"], key=lambda f: f[2])
         median = frames[len(frames) // 2] if frames else None
         print(
-            f"{r['name']:<24}{r['seconds']:>11.1f}{r['seconds'] / base:>10.2f}{r['psnr']:>8.2f}{len(frames):>8}"
+            f"{r['name']:<24}{r['seconds']:>11.1f}{r['seconds'] / base:>10.2f}{r['psnr']:>8.2f}{r['shown']:>7}{r['busy']:>13.1f}"
             f"{(f'{median[2]:.2f}' if median else '-'):>16}{(f'{median[0]}x{median[1]}' if median else '-'):>13}"
         )
+    print("shown: frames the viewer sent; rendering s: its time holding the lock (training waits that long);")
+    print("median frame: of the frames the browser displayed, sampled after each drag")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3))
-    ax.barh([r["name"] for r in rows][::-1], [r["seconds"] for r in rows][::-1], color=["#c44", "#48c", "#888"])
+    ax.barh([r["name"] for r in rows][::-1], [r["seconds"] for r in rows][::-1], color=["#aaa", "#c44", "#48c", "#888"])
     ax.set_xlabel(f"training seconds, {args.steps} steps (demo scene)")
     fig.tight_layout()
     fig.savefig(args.output, dpi=120)

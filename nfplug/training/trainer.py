@@ -128,7 +128,7 @@ def train(
         finally:
             if live is not None:
                 live.close()
-                tqdm.write(f"nfplug: viewer closed; open the trained run with: nfplug view {run_dir}")
+                tqdm.write(f"nfplug: viewer closed ({live.summary()}); open the trained run with: nfplug view {run_dir}")
 
 
 def _train_in(
