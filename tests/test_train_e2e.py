@@ -13,7 +13,7 @@ import torch
 
 from conftest import DEMO_STEPS, TINY_TRAIN
 from nfplug.cli import main
-from nfplug.data.demo import signed_distance
+from nfplug.data.demo import OBJECTS, signed_distance
 from nfplug_builtins.samplers.uniform import UniformSampler
 
 DEMO_PSNR_FLOOR = 20.0
@@ -82,8 +82,12 @@ def test_mesh_and_points_of_the_demo_scene(demo_run, tmp_path, capsys):
     assert np.median(distance) < 0.05 and np.percentile(distance, 80) < 0.12, np.percentile(distance, [50, 80])
     turned = mesh.vertices[:, [0, 2, 1]] * [1.0, -1.0, 1.0]  # the check can fail: the mesh turned 90 degrees about x
     assert np.median(abs(signed_distance(turned))) > 0.1
+    # Coloured by the field: the vertices on the red sphere (albedo 0.85, 0.14, 0.12) are red.
     colors = np.asarray(mesh.visual.vertex_colors)[:, :3].astype(float)
-    assert colors.std(0).min() > 10  # coloured by the field, not one flat colour
+    sphere = next(o for o in OBJECTS if getattr(o, "albedo", None) == (0.85, 0.14, 0.12))
+    on_sphere = np.abs(np.linalg.norm(mesh.vertices - np.array(sphere.centre), axis=1) - sphere.radius) < 0.05
+    red, green, blue = colors[on_sphere].mean(0)
+    assert on_sphere.sum() >= 100 and red > 2 * green and red > 2 * blue, (on_sphere.sum(), red, green, blue)
 
     assert main(["export", str(demo_run), "--format", "points", "--resolution", "96", "--points", "5000", "--output", str(out)]) == 0
     cloud = trimesh.load(out / "points.ply")
