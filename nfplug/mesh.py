@@ -22,7 +22,7 @@ import torch
 
 from nfplug.api import Field
 from nfplug.errors import NfplugError
-from nfplug.training.rundir import atomic_file
+from nfplug.training.rundir import atomic_file, check_writable
 
 CHUNK = 1 << 17  # points per field call
 BYTES_PER_VOXEL = 20
@@ -187,13 +187,13 @@ def export_surface(run, field: Field, fmt: str, out: Path, resolution: int, thre
     check_resolution(resolution)
     _scene_parts(run.task)
     check_memory(resolution, available_memory())
+    check_writable(out)  # creates it; one line if it cannot be written, before any work
     mesh = extract_mesh(field, run.task, resolution, threshold)
     if len(mesh.faces) == 0:
         raise NfplugError(
             f"--threshold {mesh.threshold:g}: no surface: the density never reaches it inside the scene box "
             f"(lower --threshold, or train the run longer)"
         )
-    out.mkdir(parents=True, exist_ok=True)
     if fmt == "mesh":
         path = out / "mesh.ply"
         write_mesh_ply(mesh, path)

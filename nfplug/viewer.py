@@ -378,6 +378,7 @@ class Viewer:
                 client.camera.position = (0.0, 0.0, 3.0)
                 client.camera.look_at = (0.0, 0.0, 0.0)
                 client.camera.fov = math.radians(50)
+
         async def moved(_: Any) -> None:  # async: run on viser's event loop, not handed to a thread per message
             self._wake.set()
 

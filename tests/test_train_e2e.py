@@ -96,6 +96,10 @@ def test_mesh_and_points_of_the_demo_scene(demo_run, tmp_path, capsys):
 
     assert main(["export", str(demo_run), "--format", "mesh", "--resolution", "32", "--threshold", "1e9", "--output", str(out)]) == 2
     assert "--threshold 1e+09: no surface" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(["export", str(demo_run), "--format", "mesh", "--resolution", "32", "--output", str(tmp_path / "a_file")]) == 2
+    err = capsys.readouterr().err.strip()  # refused before marching cubes, in one line naming the folder
+    assert str(tmp_path / "a_file") in err and len(err.splitlines()) == 1, err
 
 
 def _field_state(run: Path):
