@@ -169,12 +169,27 @@ def _wait_for_frame(page, previous: str = "", timeout: float = 60.0) -> str:
     raise AssertionError(f"no new frame within {timeout} s (last: {previous!r})")
 
 
+def _wait_until_still(page, quiet: float = 2.5, timeout: float = 60.0) -> str:
+    """Wait until no new frame has come for ``quiet`` seconds: the sharpest frame of a still camera
+    is on the canvas, and its fade-in is over."""
+    last, since = _frame_text(page), time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        text = _frame_text(page)
+        if text != last:
+            last, since = text, time.monotonic()
+        elif text and time.monotonic() - since >= quiet:
+            return text
+    raise AssertionError(f"frames kept coming for {timeout} s")
+
+
 def _canvas(page, path: Path) -> np.ndarray:
     import imageio.v2 as imageio
 
     page.screenshot(path=str(path))
     image = imageio.imread(path)[..., :3].astype(np.float64)
-    return image[150:, :440]  # below the notices, left of the panel: only the 3D view
+    return image[150:, :460]  # below the notices, left of the panel: only the 3D view
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt install chromium)")
@@ -193,8 +208,8 @@ def test_the_viewer_in_a_real_browser(demo_run: Path, tmp_path: Path) -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 800, "height": 600})
             page.goto(found.group(1), wait_until="load")
-            first = _wait_for_frame(page)
-            page.wait_for_timeout(1500)  # the frame reaches the canvas
+            _wait_for_frame(page)
+            first = _wait_until_still(page)
             before = _canvas(page, tmp_path / "before.png")
             # The scene, not a blank canvas: varied colours, and the demo's saturated objects.
             assert before.std(axis=(0, 1)).mean() > 25, before.std(axis=(0, 1))
@@ -205,7 +220,7 @@ def test_the_viewer_in_a_real_browser(demo_run: Path, tmp_path: Path) -> None:
             page.mouse.move(380, 400, steps=12)
             page.mouse.up()
             _wait_for_frame(page, first)
-            page.wait_for_timeout(2500)  # then the sharper frames of the still camera
+            _wait_until_still(page)  # then the sharper frames of the still camera
             after = _canvas(page, tmp_path / "after.png")
             assert np.abs(after - before).mean() > 10, np.abs(after - before).mean()
             assert after.std(axis=(0, 1)).mean() > 25
