@@ -28,7 +28,7 @@ from nfplug.api import FieldContext, decoding, field_n_parts, field_parameter_pa
 from nfplug.config import from_json_dict, to_json_dict
 from nfplug.errors import NfplugError
 from nfplug.training.run import LoadedRun, config_type, plugin_classes, read_json, write_json_atomic
-from nfplug.training.rundir import atomic_file, check_writable
+from nfplug.training.rundir import check_writable, write_bytes_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = "nfplug-stream"
@@ -49,7 +49,7 @@ def export_stream(run: LoadedRun, out: Path) -> Path:
             payload["task"] = run.task.state_dict()
         data = _serialize(payload)
         name = f"part-{k:02d}.pt"
-        _write_atomic(out / name, data)
+        write_bytes_atomic(out / name, data)
         params = sum(v.numel() for n, v in tensors.items() if n in parts)
         chunks.append({"part": k, "file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "params": params})
     ctx = field.context
@@ -128,7 +128,3 @@ def _serialize(payload: Dict[str, Any]) -> bytes:
     torch.save(payload, buffer)
     return buffer.getvalue()
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    with atomic_file(path, "wb") as f:
-        f.write(data)

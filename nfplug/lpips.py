@@ -136,7 +136,6 @@ def load_lpips(net: str = "alex", weights: Optional[str] = None, device: str | t
     """-> (the LPIPS metric, "") if the backbone's weights are at ``weights`` or in the torch-hub
     cache, else (None, one line saying why LPIPS is skipped and how to enable it). A ``weights``
     path given but missing or wrong is an error, not a skip."""
-    metric = LPIPS(net)
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -148,6 +147,7 @@ def load_lpips(net: str = "alex", weights: Optional[str] = None, device: str | t
                 f"LPIPS skipped: the {net} backbone's weights are not at {path} (nothing is downloaded); "
                 f"put torchvision's {BACKBONES[net][0]} there or pass --metrics.lpips-weights PATH"
             )
+    metric = LPIPS(net)
     metric.load_backbone(path)
     metric.load_linear()
     return metric.to(device), ""

@@ -22,7 +22,7 @@ import torch
 
 from nfplug.api import Field
 from nfplug.errors import NfplugError
-from nfplug.training.rundir import atomic_file, check_writable
+from nfplug.training.rundir import check_writable, write_bytes_atomic
 
 CHUNK = 1 << 17  # points per field call
 BYTES_PER_VOXEL = 20
@@ -60,8 +60,10 @@ def available_memory() -> Optional[int]:
     return None
 
 
-def check_memory(resolution: int, available: Optional[int]) -> None:
-    """One-line error before any work if the lattice of ``resolution^3`` cannot fit."""
+def check_lattice_memory(resolution: int, available: Optional[int]) -> None:
+    """One-line error before any work if the lattice of ``resolution^3`` cannot fit in 80% of the
+    memory ``available`` now. Stricter than :func:`nfplug.config.check_memory`, which bounds an
+    option by the machine's physical memory: the lattice is allocated at once, in this process."""
     needed = BYTES_PER_VOXEL * (resolution + 2) ** 3
     if available is None or needed <= 0.8 * available:
         return
@@ -159,7 +161,7 @@ def write_mesh_ply(mesh: MeshResult, path: Path) -> None:
 
     alpha = np.full((len(mesh.colors), 1), 255, np.uint8)
     shape = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=np.concatenate([mesh.colors, alpha], axis=1), process=False)
-    _write(path, trimesh.exchange.ply.export_ply(shape, encoding="binary"))
+    write_bytes_atomic(path, trimesh.exchange.ply.export_ply(shape, encoding="binary"))
 
 
 def write_points_ply(points: np.ndarray, colors: np.ndarray, path: Path) -> None:
@@ -167,12 +169,8 @@ def write_points_ply(points: np.ndarray, colors: np.ndarray, path: Path) -> None
 
     alpha = np.full((len(colors), 1), 255, np.uint8)
     cloud = trimesh.PointCloud(points, colors=np.concatenate([colors, alpha], axis=1))
-    _write(path, trimesh.exchange.ply.export_ply(cloud, encoding="binary"))
+    write_bytes_atomic(path, trimesh.exchange.ply.export_ply(cloud, encoding="binary"))
 
-
-def _write(path: Path, data: bytes) -> None:
-    with atomic_file(path, "wb") as f:
-        f.write(data)
 
 
 def check_resolution(resolution: int) -> None:
@@ -186,7 +184,7 @@ def export_surface(run, field: Field, fmt: str, out: Path, resolution: int, thre
     """``nfplug export --format mesh|points``: write ``out/mesh.ply`` or ``out/points.ply``; -> a summary."""
     check_resolution(resolution)
     _scene_parts(run.task)
-    check_memory(resolution, available_memory())
+    check_lattice_memory(resolution, available_memory())
     check_writable(out)  # creates it; one line if it cannot be written, before any work
     mesh = extract_mesh(field, run.task, resolution, threshold)
     if len(mesh.faces) == 0:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from nfplug.data.cameras import Cameras, generate_rays
+from nfplug.data.cameras import Cameras, generate_rays, pixel_centres
 from nfplug.errors import NfplugError
 
 FRAME_SECONDS = 0.2
@@ -123,8 +123,7 @@ def render_frame(
     rendering them, not waiting for the lock)."""
     cams = cameras.to(task.device)
     h, w = cams.height, cams.width
-    rows, cols = torch.meshgrid(torch.arange(h, device=task.device), torch.arange(w, device=task.device), indexing="ij")
-    pixel_xy = torch.stack([cols, rows], dim=-1).reshape(-1, 2).float() + 0.5
+    pixel_xy = pixel_centres(h, w, task.device)
     rays_o, rays_d = generate_rays(cams, torch.zeros(len(pixel_xy), dtype=torch.long, device=task.device), pixel_xy)
     colors = []
     busy = 0.0
@@ -205,7 +204,6 @@ class Viewer:
         self.status = TrainingStatus()
         self.rate = RateMeter()
         self.paused = threading.Event()
-        self.frames: Dict[int, Tuple[int, int, float]] = {}  # client -> the last frame's (width, height, seconds)
         self.shown = 0  # frames sent to browsers
         self.busy_seconds = 0.0  # time spent rendering (holding the lock), abandoned frames included
         self.started = time.monotonic()
@@ -213,6 +211,7 @@ class Viewer:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._image_shown = (-1, -1)  # image runs: (version, parts) of the picture in the scene
+        self._image_at = 0.0  # and when it was rendered
         with contextlib.redirect_stdout(io.StringIO()):  # viser prints its own banner; nfplug prints one line
             self.server = viser.ViserServer(host=host, port=port, verbose=False)
         if port and self.server.get_port() != port:  # taken between the check and the start
@@ -464,7 +463,6 @@ class Viewer:
         client.scene.set_background_image((rgb * 255).to(torch.uint8).cpu().numpy(), format="jpeg", jpeg_quality=90)
         self.shown += 1
         view.camera_stamp, view.level, view.version, view.shown_at = stamp, level, version, time.monotonic()
-        self.frames[client.client_id] = (width, height, seconds)
         self._frame_md.content = f"frame: {width}x{height} in {seconds:.2f} s ({self.rate.rays_per_s:,.0f} rays/s)"
         return busy
 
@@ -474,7 +472,7 @@ class Viewer:
         now = time.monotonic()
         shown_version, shown_parts = self._image_shown
         if (shown_version, shown_parts) != (-1, -1) and shown_parts == parts:
-            if not self.training or self.version == shown_version or now - getattr(self, "_image_at", 0.0) < REFRESH_SECONDS:
+            if not self.training or self.version == shown_version or now - self._image_at < REFRESH_SECONDS:
                 return None
         task = self.task
         longest = max(task.height, task.width)
@@ -492,6 +490,5 @@ class Viewer:
         aspect = task.width / task.height
         self.server.scene.add_image("/image", image, render_width=2.0 * aspect, render_height=2.0, format="jpeg", jpeg_quality=90, wxyz=(0.0, 1.0, 0.0, 0.0))
         self._image_shown, self._image_at = (version, parts), now
-        self.frames[0] = (image.shape[1], image.shape[0], seconds)
         self._frame_md.content = f"image: {image.shape[1]}x{image.shape[0]} in {seconds:.2f} s"
         return seconds

@@ -13,7 +13,7 @@ from conftest import TINY_TRAIN, smooth_image, write_png
 from nfplug.cli import main
 from nfplug.data.demo import signed_distance
 from nfplug.errors import NfplugError
-from nfplug.mesh import BYTES_PER_VOXEL, MeshResult, check_memory, default_threshold, sample_surface
+from nfplug.mesh import BYTES_PER_VOXEL, MeshResult, check_lattice_memory, default_threshold, sample_surface
 
 
 def test_default_threshold_makes_one_marching_step_half_opaque() -> None:
@@ -46,13 +46,13 @@ def test_the_demo_scene_signed_distance_on_hand_points() -> None:
 
 
 def test_memory_is_checked_before_any_work() -> None:
-    check_memory(256, 24 * 2**30)  # fits
-    check_memory(256, None)  # unknown: not refused
+    check_lattice_memory(256, 24 * 2**30)  # fits
+    check_lattice_memory(256, None)  # unknown: not refused
     with pytest.raises(NfplugError, match=r"--resolution 2048: needs about .* GB of memory .* available; use --resolution \d+ or less"):
-        check_memory(2048, 8 * 2**30)
+        check_lattice_memory(2048, 8 * 2**30)
     needed = BYTES_PER_VOXEL * 258**3
     with pytest.raises(NfplugError):
-        check_memory(256, int(needed))  # more than 80% of what is available
+        check_lattice_memory(256, int(needed))  # more than 80% of what is available
 
 
 @pytest.fixture(scope="module")

@@ -150,6 +150,12 @@ def generate_rays(cameras: Cameras, image_index: Tensor, pixel_xy: Tensor) -> tu
     return rays_o, rays_d
 
 
+def pixel_centres(height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
+    """``[height * width, 2]`` centres (x = column + 0.5, y = row + 0.5) of every pixel, row by row."""
+    rows, cols = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+    return torch.stack([cols, rows], dim=-1).reshape(-1, 2).float() + 0.5
+
+
 def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
     """OpenCV camera-to-world matrices of cameras at ``eye`` looking at ``target``.
 

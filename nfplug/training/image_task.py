@@ -17,6 +17,7 @@ from torch import Tensor
 
 from nfplug.api import Field, FieldContext, RayBatch, field_render_grid
 from nfplug.config import DataConfig
+from nfplug.data.cameras import pixel_centres
 from nfplug.data.images import composite, read_image_file
 from nfplug.errors import NfplugError
 from nfplug.profiling import section
@@ -128,8 +129,7 @@ class ImageTask:
         if grid is not None:
             return grid.clamp(0, 1)
         height, width = max(1, round(self.height * scale)), max(1, round(self.width * scale))
-        rows, cols = torch.meshgrid(torch.arange(height, device=self.device), torch.arange(width, device=self.device), indexing="ij")
-        pixel_xy = torch.stack([cols, rows], dim=-1).reshape(-1, 2).float() + 0.5
+        pixel_xy = pixel_centres(height, width, self.device)
         coords = pixel_to_coords(pixel_xy, width, height)
         return self._render_coords(field, coords).reshape(height, width, -1).clamp(0, 1)
 

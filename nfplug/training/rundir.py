@@ -154,6 +154,12 @@ def atomic_file(path: Path, mode: str = "wb", prefix: Optional[str] = None) -> I
             raise
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` completely, or keeps what it held (:func:`atomic_file`)."""
+    with atomic_file(path, "wb") as f:
+        f.write(data)
+
+
 def remove_stale_tmp(folder: Path, patterns: tuple = (CHECKPOINT_TMP,), keep: Optional[Path] = None) -> int:
     """Remove temporary files matching ``patterns`` in ``folder`` (left by a killed run);
     -> how many. Only call it while holding the run's lock."""

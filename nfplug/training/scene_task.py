@@ -14,7 +14,7 @@ from torch import Tensor
 
 from nfplug.api import DatasetContext, Field, FieldContext, RayBatch
 from nfplug.config import DataConfig, RenderConfig
-from nfplug.data.cameras import Cameras, generate_rays
+from nfplug.data.cameras import Cameras, generate_rays, pixel_centres
 from nfplug.data.demo import ensure_demo_scene
 from nfplug.data.formats import open_dataset
 from nfplug.data.normalize import SceneTransform, fit_normalization, focus_point, render_bounds
@@ -467,8 +467,7 @@ class SceneTask:
         """Render camera ``index`` of ``cameras`` on white, without ground truth."""
         cams = _cameras_to(cameras, self.device)
         h, w = cams.height, cams.width
-        rows, cols = torch.meshgrid(torch.arange(h, device=self.device), torch.arange(w, device=self.device), indexing="ij")
-        pixel_xy = torch.stack([cols, rows], dim=-1).reshape(-1, 2).float() + 0.5
+        pixel_xy = pixel_centres(h, w, self.device)
         image_index = torch.full((h * w,), index, dtype=torch.long, device=self.device)
         rays_o, rays_d = generate_rays(cams, image_index, pixel_xy)
         out = self.renderer.render_chunked(field, rays_o, rays_d, self.eval_background(rays_d))
