@@ -368,6 +368,8 @@ class SamplerContext:
             per pixel.
         pixel_mask: ``[n_images, H, W]`` bool, the pixels a sampler may train on, or
             ``None`` for all (e.g. a checkerboard hold-out keeps half of them back).
+        rank, world_size: this process's rank and the number of processes of a distributed run
+            (``torchrun``; 0 and 1 otherwise). See :attr:`Sampler.distributed` for what changes.
     """
 
     n_images: int
@@ -380,6 +382,8 @@ class SamplerContext:
     images: Tensor
     predict_errors: Callable[[Tensor, Tensor], Tensor]
     pixel_mask: Optional[Tensor] = None
+    rank: int = 0
+    world_size: int = 1
 
     def trainable_pixels(self) -> Tuple[Tensor, Tensor]:
         """-> image_index ``[P]`` long, pixel centres ``[P, 2]`` of every trainable pixel, in order."""
@@ -434,12 +438,36 @@ class Sampler:
     ``batch.weight = loss_weight(step, batch, loss, error)``, trains on it, then
     ``update(feedback)``. State that must survive ``--resume`` goes through
     ``state_dict`` / ``load_state_dict`` (tensors and plain Python values only).
+
+    **Distributed training** (``torchrun``, :mod:`nfplug.distributed`): a sampler declares in
+    :attr:`distributed` how its state is kept consistent over the processes.
+
+    * ``"replicated"`` (the default; every built-in): each process builds the same sampler with
+      the same seed, and ``sample`` returns the whole global batch (``context.batch_size`` rays,
+      the same on every process). The engine trains each process on its share of the rays and
+      gathers their losses, errors and position gradients, so ``loss_weight`` and ``update`` see
+      the whole batch on every process: the state is reduced by gathering the feedback, stays
+      identical everywhere, and a run takes the same steps with any number of processes.
+      ``context.predict_errors`` is split over the processes (each computes its share of the
+      pixels, the results are gathered), so every process must call it at the same point with
+      the same pixels, which a sampler that draws only from the ``generator`` it is handed does.
+      Checkpoints hold rank 0's state; ``--resume`` works with any number of processes.
+    * ``"sharded"``: each process keeps its own state over a disjoint share of the training
+      pixels: ``context.pixel_mask`` holds only this process's share (whole images, ``i %
+      world_size == rank``, when there are at least as many images as processes, else rows of
+      pixels), ``context.batch_size`` is this process's share of the global batch, and
+      ``sample``, ``loss_weight``, ``update`` and ``predict_errors`` see only this process's rays
+      (each process's ``generator`` is seeded differently). Checkpoints hold every process's
+      state; ``--resume`` with a different number of processes starts the sampler afresh (one
+      line says so).
     """
 
     Config: ClassVar[type] = EmptyConfig
     description: ClassVar[str] = ""
     api_version: ClassVar[Optional[int]] = None
     needs_position_grad: ClassVar[bool] = False
+    distributed: ClassVar[str] = "replicated"
+    """How a distributed run keeps this sampler's state consistent: ``"replicated"`` or ``"sharded"`` (class doc)."""
 
     def __init__(self, config: Any, context: SamplerContext) -> None:
         validate_options(config, "--sampler.")

@@ -326,6 +326,10 @@ class TrainBase:
     """CPU threads for torch (0: torch's default)."""
     progress: bool = True
     """Show a progress bar."""
+    dist_timeout: float = 1800.0
+    """Distributed runs (torchrun): seconds a process waits for the others before it stops with an
+    error (a process that died is noticed at once; this bounds a hung one and must cover rank 0's
+    periodic evaluations)."""
     profile: bool = False
     """Time each stage of every training step (grid update, sampling, marching, hash encoding and
     MLPs forward and backward, volume rendering, optimizer, sampler update): prints a table at the
@@ -347,6 +351,7 @@ class TrainBase:
         require_range(self.seed, "--seed", 0, 2**32 - 1)  # numpy's seed range
         check(self.device != "", "--device", "must not be empty")
         require_range(self.threads, "--threads", 0)
+        require_range(self.dist_timeout, "--dist-timeout", 0, low_open=True)
 
 
 PLUGIN_SLOTS = ("field", "init", "sampler")

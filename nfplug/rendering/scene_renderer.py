@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import nerfacc
 import torch
@@ -73,6 +73,9 @@ class SceneRenderer:
         """The marching step of training rays now: ``config.warmup_step_scale`` times
         ``render_step_size`` during the grid warm-up, ``render_step_size`` after it."""
         self.grid_recoveries = 0
+        # Called on the occupancies after each EMA update, before thresholding: an all-reduce (max)
+        # over the processes of a distributed run (nfplug.distributed), None in one process.
+        self.reduce_occupancy: Optional[Callable[[Tensor], Any]] = None
         self.alpha_thre = config.alpha_thre
         """The opacity below which samples are skipped now: 0 while training is in the grid warm-up
         (a new field's samples are all nearly transparent), ``config.alpha_thre`` after it and when
@@ -156,6 +159,8 @@ class SceneRenderer:
             # comment intends) gives the same grid for cells drawn once and a defined one for the rest.
             occs.index_put_((cell_ids,), occs.index_select(0, cell_ids) * ema_decay)
             occs.scatter_reduce_(0, cell_ids, occ, "amax")
+        if self.reduce_occupancy is not None:  # distributed training: the same grid on every process
+            self.reduce_occupancy(occs)
         visible = occs >= 0
         thre = torch.clamp(torch.where(visible, occs, 0.0).sum() / visible.sum(), max=self.config.occ_thre)
         est.binaries = (occs > thre).view(est.binaries.shape)

@@ -8,7 +8,7 @@ Pixel ``(col, row)`` has its centre at ``pixel_xy = (col + 0.5, row + 0.5)`` and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -100,7 +100,10 @@ class ImageTask:
     def before_step(self, step: int, field: Field) -> Optional[str]:
         return None
 
-    def train_forward(self, field: Field, batch: RayBatch, generator: torch.Generator) -> tuple[Tensor, Tensor, Dict[str, float]]:
+    def train_forward(
+        self, field: Field, batch: RayBatch, generator: torch.Generator, share: Optional[Tuple[int, int]] = None
+    ) -> tuple[Tensor, Tensor, Dict[str, float]]:
+        """-> prediction, ground truth, statistics; draws no random numbers (``share`` is for the scene task's)."""
         with section("rays and ground truth"):
             coords = pixel_to_coords(batch.pixel_xy, self.width, self.height)
             gt = lookup_pixels(self.images, batch.image_index, batch.pixel_xy, self.data.gt_lookup)

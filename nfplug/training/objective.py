@@ -4,7 +4,7 @@ with its regularisers (the task's, such as the distortion loss, and the field's 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -34,12 +34,24 @@ def field_regularizers(field: Field, step: int) -> Dict[str, Tensor]:
     return {name: value.reshape(()) for name, value in terms.items()}
 
 
-def step_loss(weight: Tensor, per_ray: Tensor, narrower: List[Tensor], regularizers: Dict[str, Tensor]) -> Tensor:
+def step_loss(
+    weight: Tensor, per_ray: Tensor, narrower: List[Tensor], regularizers: Dict[str, Tensor], total_rays: Optional[int] = None, processes: int = 1
+) -> Tensor:
     """``mean(weight * per_ray)``, the same for each narrower decoding of a streamable field, plus
-    every regulariser (already weighted by whoever added it)."""
-    loss = (weight * per_ray).mean() + sum((weight * other).mean() for other in narrower)
+    every regulariser (already weighted by whoever added it).
+
+    In distributed training each process holds ``per_ray`` of its share of a ``total_rays`` batch and
+    the gradients are summed over the ``processes``: the per-ray terms are then divided by the global
+    batch, and the regularisers (which every process computes whole) by the number of processes, so
+    the summed gradient is the gradient of the whole batch's loss in one process.
+    """
+    if total_rays is None and processes == 1:
+        loss = (weight * per_ray).mean() + sum((weight * other).mean() for other in narrower)
+    else:
+        n = per_ray.shape[0] if total_rays is None else total_rays
+        loss = ((weight * per_ray).sum() + sum((weight * other).sum() for other in narrower)) / n
     for value in regularizers.values():
-        loss = loss + value
+        loss = loss + (value if processes == 1 else value / processes)
     return loss
 
 

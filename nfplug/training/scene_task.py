@@ -6,7 +6,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, get_args, get_type_hints
+from typing import Any, Dict, List, Optional, Tuple, get_args, get_type_hints
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from nfplug.config import DataConfig, RenderConfig
 from nfplug.data.cameras import Cameras, generate_rays, pixel_centres
 from nfplug.data.demo import ensure_demo_scene
 from nfplug.data.formats import open_dataset
+from nfplug.distributed import share_generator
 from nfplug.data.normalize import SceneTransform, fit_normalization, focus_point, render_bounds
 from nfplug.data.scene import SceneSplit
 from nfplug.errors import NfplugError, fail
@@ -419,18 +420,23 @@ class SceneTask:
         value = 1.0 if kind == "white" else 0.0
         return torch.full((n, 3), value, device=self.device)
 
-    def train_forward(self, field: Field, batch: RayBatch, generator: torch.Generator) -> tuple[Tensor, Tensor, Dict[str, float]]:
+    def train_forward(
+        self, field: Field, batch: RayBatch, generator: torch.Generator, share: Optional[Tuple[int, int]] = None
+    ) -> tuple[Tensor, Tensor, Dict[str, float]]:
         """-> prediction ``[B, 3]``, ground truth ``[B, 3]``, statistics (``regularizer``: a scalar
-        tensor the trainer adds to the loss, with ``--render.distortion-weight``)."""
+        tensor the trainer adds to the loss, with ``--render.distortion-weight``). ``share``:
+        ``(start, total)`` when ``batch`` is rows ``start:start+B`` of a ``total``-ray batch split over
+        processes; each ray then draws the random numbers it would draw in one process."""
         with section("rays and ground truth"):
             rays_o, rays_d = generate_rays(self.cameras, batch.image_index, batch.pixel_xy)
-            bkgd = self.background(rays_o.shape[0], generator, rays_d.detach())
+            random_bkgd = self.background_kind == "random"
+            bkgd = self.background(rays_o.shape[0], share_generator(generator, share, 3) if random_bkgd else generator, rays_d.detach())
             gt = lookup_pixels(self.images, batch.image_index, batch.pixel_xy, self.data.gt_lookup)
             if self.background_kind != "white":
                 gt = self._recomposite(gt, batch, bkgd.detach())
         weight = self.render_config.distortion_weight
         out = self.renderer.render(
-            field, rays_o, rays_d, bkgd, stratified=True, generator=generator, image_index=batch.image_index, with_distortion=weight > 0,
+            field, rays_o, rays_d, bkgd, stratified=True, generator=share_generator(generator, share), image_index=batch.image_index, with_distortion=weight > 0,
             step_size=self.renderer.train_step_size,
         )
         stats: Dict[str, Any] = {"samples_per_ray": out.n_samples / max(1, rays_o.shape[0])}

@@ -42,7 +42,9 @@ class Task(Protocol):
 
     def before_step(self, step: int, field: Field) -> Optional[str]: ...  # e.g. the occupancy-grid update; a warning or None
 
-    def train_forward(self, field: Field, batch: RayBatch, generator: torch.Generator) -> Tuple[Tensor, Tensor, Dict[str, Any]]: ...
+    def train_forward(
+        self, field: Field, batch: RayBatch, generator: torch.Generator, share: Optional[Tuple[int, int]] = None
+    ) -> Tuple[Tensor, Tensor, Dict[str, Any]]: ...  # share: (start, total) of a batch split over processes
 
     def predict_errors(self, field: Field, image_index: Tensor, pixel_xy: Tensor) -> Tensor: ...
 

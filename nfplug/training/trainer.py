@@ -29,10 +29,12 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from nfplug.api import Field, SamplerContext, StepFeedback, TrainingStage, decoding, field_n_parts, field_training_stages
+from nfplug.api import Field, RayBatch, Sampler, SamplerContext, StepFeedback, TrainingStage, decoding, field_n_parts, field_training_stages
+from nfplug.distributed import Group, describe, init_from_env, is_lost_peer, lost_peer_message, rank_digests, shard_mask
 from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
 from nfplug.profiling import StepProfile, profiling, section
@@ -99,7 +101,24 @@ def train(
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     retain_freed_memory()
-    device = select_device(config.device)
+    group = init_from_env(config.device, config.dist_timeout)  # torchrun: join the other processes
+    try:
+        if group is not None and viewer is not None:
+            raise NfplugError("--viewer: not with torchrun (the viewer watches one process; train with it alone, or open the run later with nfplug view RUN)")
+        return _train(config, names, group, resume_dir=resume_dir, checkpoint=checkpoint, viewer=viewer)
+    except Exception as e:
+        if group is not None and not isinstance(e, NfplugError) and is_lost_peer(e):
+            raise NfplugError(lost_peer_message(group, e)) from None  # before training started
+        raise
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _train(
+    config: Any, names: Dict[str, str], group: Optional[Group], *, resume_dir: Optional[Path], checkpoint: Optional[Path], viewer: Any
+) -> TrainResult:
+    device = group.device if group is not None else select_device(config.device)
     _seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
 
@@ -107,13 +126,19 @@ def train(
     if task.name == "scene":
         tqdm.write(f"nfplug: data: {task.describe()}")
         tqdm.write(f"nfplug: {describe_rendering(device)}")
+    if group is not None:
+        tqdm.write(f"nfplug: {describe(group)}")
     classes = plugin_classes(names)
     field = build_field(config, names, classes, task.field_context(), device, generator)
     detail = field.extra_repr()
     tqdm.write(f"nfplug: field: {names['field']}, {sum(p.numel() for p in field.parameters()):,} parameters{'; ' + detail if detail else ''}")
 
     run_dir = Path(resume_dir or config.output or default_run_dir(config, names, task.scene_name))
-    with open_run_dir(run_dir, resume=resume_dir is not None):  # writable, locked, not a finished run
+    if group is not None:
+        run_dir = Path(group.broadcast(str(run_dir)))  # rank 0's (a default name holds the time)
+    main = group is None or group.is_main
+    # Only rank 0 opens (and writes) the run folder: writable, locked, not a finished run.
+    with open_run_dir(run_dir, resume=resume_dir is not None) if main else contextlib.nullcontext():
         live = None
         if viewer is not None:
             from nfplug.viewer import Viewer
@@ -123,7 +148,8 @@ def train(
             tqdm.write(f"nfplug: {live.describe()}")
         try:
             return _train_in(
-                run_dir, config, names, classes, task, field, device, generator, resume=resume_dir is not None, checkpoint_path=checkpoint, viewer=live
+                run_dir, config, names, classes, task, field, device, generator, resume=resume_dir is not None, checkpoint_path=checkpoint, viewer=live,
+                group=group,
             )
         finally:
             if live is not None:
@@ -144,37 +170,66 @@ def _train_in(
     resume: bool,
     checkpoint_path: Optional[Path],
     viewer: Any = None,
+    group: Optional[Group] = None,
 ) -> TrainResult:
     """The training loop of :func:`train`, in a locked run folder (``viewer``: a live
-    :class:`~nfplug.viewer.Viewer`, whose lock each step holds)."""
+    :class:`~nfplug.viewer.Viewer`, whose lock each step holds; ``group``: the processes of a
+    torchrun job, :mod:`nfplug.distributed`; only rank 0 writes)."""
 
+    main = group is None or group.is_main
+    world = 1 if group is None else group.world_size
     n_trainable = int(task.train_mask.sum()) if task.train_mask is not None else task.images.shape[:3].numel()
-    batch_size = n_trainable if config.batch_size == 0 else config.batch_size
+    batch_size = n_trainable if config.batch_size == 0 else config.batch_size  # the global batch
+    start, count = (0, batch_size) if group is None else group.share(batch_size)  # this process's rays
     peak_lr = config.optim.lr if config.optim.lr is not None else field.default_lr
     schedule_steps = config.max_steps  # the learning-rate schedule's length, kept across --resume
     stages = field_training_stages(field, config.max_steps)
     stage_index = _stage_index(stages, 0)
     optimizer = build_optimizer(config, field, stages[stage_index], peak_lr, task)
     decoded_field: List[Any] = [field]  # the field as this step decodes it (a streamable field's first k parts)
-    sampler = classes["sampler"](
+    sampler_class = classes["sampler"]
+    sharded = group is not None and getattr(sampler_class, "distributed", "replicated") == "sharded"
+    if getattr(sampler_class, "distributed", "replicated") not in ("replicated", "sharded"):
+        raise NfplugError(f"--sampler: {sampler_class.__name__}.distributed must be 'replicated' or 'sharded', got {sampler_class.distributed!r}")
+
+    def predict_errors(idx: Tensor, xy: Tensor) -> Tensor:
+        if group is None or sharded:
+            return task.predict_errors(decoded_field[0], idx, xy)
+        # Replicated samplers call this on every process with the same pixels: each does its share.
+        first, n = group.share(idx.shape[0])
+        mine = task.predict_errors(decoded_field[0], idx[first : first + n], xy[first : first + n]) if n else torch.zeros(0, device=device)
+        return group.gather_rows(mine.float(), first, idx.shape[0])
+
+    sampler_generator = generator
+    pixel_mask = task.train_mask
+    if sharded:
+        assert group is not None
+        sampler_generator = torch.Generator().manual_seed((config.seed + 7919 * group.rank) % 2**63)
+        pixel_mask = shard_mask(task.images.shape[0], task.images.shape[1], task.images.shape[2], task.train_mask, group.rank, world)
+    sampler = sampler_class(
         config.sampler,
         SamplerContext(
             n_images=task.images.shape[0],
             height=task.images.shape[1],
             width=task.images.shape[2],
-            batch_size=batch_size,
+            batch_size=count if sharded else batch_size,
             max_steps=config.max_steps,
             task=task.name,
             device=device,
             images=task.images,
-            predict_errors=lambda idx, xy: task.predict_errors(decoded_field[0], idx, xy),
-            pixel_mask=task.train_mask,
+            predict_errors=predict_errors,
+            pixel_mask=pixel_mask,
+            rank=0 if group is None else group.rank,
+            world_size=world,
         ),
     )
 
     step, elapsed = 0, 0.0
     if resume:
-        path, ckpt = load_run_checkpoint(run_dir, device, checkpoint_path)  # --checkpoint, else the latest usable one
+        # Rank 0 reads the checkpoint and hands it to the others (no shared folder needed for it).
+        path, ckpt = load_run_checkpoint(run_dir, device, checkpoint_path) if main else (None, None)  # --checkpoint, else the latest usable one
+        if group is not None:
+            path, ckpt = group.broadcast((path, ckpt))
         with restoring(path):
             field.load_state_dict(ckpt["field"])
             step = int(ckpt["step"])
@@ -186,21 +241,38 @@ def _train_in(
             if int(ckpt.get("stage", 0)) == stage_index:  # else the checkpoint ends the previous stage
                 optimizer.load_state_dict(ckpt["optimizer"])
             task.load_state_dict(ckpt["task"])
-            sampler.load_state_dict(ckpt["sampler"])
+            _load_sampler_state(sampler, ckpt, group, sharded, sampler_generator)
             generator.set_state(ckpt["rng"]["generator"])
             torch.set_rng_state(ckpt["rng"]["torch"])
             elapsed = float(ckpt["elapsed"])
             if device.type == "cuda" and "cuda" in ckpt["rng"]:
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
-        set_aside_later(run_dir, path, step)
-    save_run_config(run_dir, config, names)  # only now: a failed --resume leaves the run's config as it was
-    if hasattr(task, "save_setup"):
-        task.save_setup(run_dir)
-    history = History.load(run_dir)
+        del ckpt
+        if main:
+            set_aside_later(run_dir, path, step)
+    elif group is not None:  # every process starts from rank 0's initial field (whatever the init drew)
+        group.broadcast_module_(list(field.parameters()) + list(field.buffers()) + task.parameters())
+    if main:
+        save_run_config(run_dir, config, names)  # only now: a failed --resume leaves the run's config as it was
+        if hasattr(task, "save_setup"):
+            task.save_setup(run_dir)
+    history = History.load(run_dir) if main else History()
     history.truncate(step)
     pending_marks = sorted(t for t in config.eval_at_seconds if t > elapsed)
+    renderer = getattr(task, "renderer", None)
+    if group is not None and renderer is not None:
+        renderer.reduce_occupancy = group.max_  # explicit, after every grid update: the same grid everywhere
+    last_saved: List[Optional[int]] = [step if resume else None]
 
-    def checkpoint() -> Path:
+    def checkpoint() -> Optional[Path]:
+        """Every process calls it at the same step (a sharded sampler's states are gathered); rank 0 writes."""
+        sampler_state: Any = sampler.state_dict()
+        if sharded:
+            assert group is not None
+            sampler_state = {"per_rank": group.gather({"state": sampler_state, "generator": sampler_generator.get_state()}), "world_size": world}
+        last_saved[0] = step
+        if not main:
+            return None
         return save_checkpoint(
             run_dir,
             {
@@ -210,19 +282,21 @@ def _train_in(
                 "stages": [dataclasses.asdict(stage) for stage in stages],
                 "schedule_steps": schedule_steps,
                 "task": task.state_dict(),
-                "sampler": sampler.state_dict(),
+                "sampler": sampler_state,
                 "rng": _rng_state(generator, device),
                 "elapsed": elapsed,
+                "world_size": world,
             },
             step,
         )
 
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-    bar = tqdm(total=config.max_steps, initial=step, disable=not config.progress, dynamic_ncols=True, desc="train")
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard")) if main else None
+    bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and main), dynamic_ncols=True, desc="train")
     eval_split = task.eval_split_name
     interrupted = False
     field.train()
     stop = _StopRequest()
+    stop_all = False  # distributed: any process asked to stop (agreed at the end of each step)
     missed = 0  # steps in a row whose rays all missed the occupied volume
     missed_limit = max(1, min(MAX_MISSED_STEPS, config.max_steps - step))  # a short run that never hit fails too
     profile = StepProfile() if config.profile else None
@@ -230,11 +304,12 @@ def _train_in(
     if late:
         tqdm.write(f"nfplug: warning: {len(late)} of the field's {len(stages)} training stages start after --max-steps {config.max_steps}")
     step_lock = viewer.lock if viewer is not None else contextlib.nullcontext()  # the viewer renders between steps
+    share = None if group is None else (start, batch_size)  # this process's rows of the global batch
     try:
         while step < config.max_steps and (config.max_time is None or elapsed < config.max_time):
             if viewer is not None:
                 viewer.wait_while_paused(lambda: stop.requested)
-            if stop.requested:
+            if stop_all if group is not None else stop.requested:
                 interrupted = True
                 break
             t0 = time.perf_counter()
@@ -248,8 +323,8 @@ def _train_in(
                 stage_progress = (step - stage.start) / max(1, stage_end - stage.start)
                 progress = max(stage_progress, elapsed / config.max_time if config.max_time else 0.0)
                 lr = learning_rate(config, peak_lr, step - stage.start, progress)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                for group_ in optimizer.param_groups:
+                    group_["lr"] = lr
 
                 decoded = stage.parts or (None,)  # the widest last: the sampler learns from it
                 decoded_field[0] = view = decoding(field, decoded[-1])
@@ -258,30 +333,61 @@ def _train_in(
                 if warning:
                     tqdm.write(f"nfplug: warning: {warning}")
                 with section("sampler: sample"):
-                    batch = sampler.sample(step, generator)
+                    whole = sampler.sample(step, sampler_generator)  # replicated: the global batch; sharded: this process's
+                if group is not None and not sharded:  # this process's rows of the global batch
+                    batch_size = whole.image_index.shape[0]
+                    start, count = group.share(batch_size)
+                    share = (start, batch_size)
+                    batch = _rows(whole, start, count)
+                else:
+                    batch = whole
+                    if group is None:
+                        batch_size = count = batch.image_index.shape[0]
+                    elif batch.image_index.shape[0] != count:
+                        raise NfplugError(f"--sampler: a sharded sampler must return context.batch_size ({count}) rays a step, got {batch.image_index.shape[0]}")
                 narrower = []
                 for parts in decoded[:-1]:
                     narrow = decoding(field, parts)
-                    pred, gt, _ = task.train_forward(narrow, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator)
+                    pred, gt, _ = task.train_forward(narrow, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator, share)
                     narrower.append(per_ray_loss(pred, gt))
                 if sampler.needs_position_grad:
                     batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
-                pred, gt, stats = task.train_forward(view, batch, generator)
+                pred, gt, stats = task.train_forward(view, batch, generator, share)
                 with section("loss"):
                     per_ray = per_ray_loss(pred, gt)
                     error = ray_errors(pred, gt)
-                    batch.weight = sampler.loss_weight(step, batch, per_ray.detach(), error).detach()
+                    if group is not None:  # every process sees the whole batch's losses and errors
+                        gathered = group.gather_rows(torch.stack([per_ray.detach(), error], dim=1), start, batch_size)
+                        all_loss, all_error = gathered[:, 0], gathered[:, 1]
+                    else:
+                        all_loss, all_error = per_ray.detach(), error
+                    if sharded or group is None:
+                        batch.weight = sampler.loss_weight(step, batch, per_ray.detach(), error).detach()
+                    else:
+                        whole.weight = sampler.loss_weight(step, whole, all_loss, all_error).detach()
+                        batch.weight = whole.weight[start : start + count]
                     # Terms that are not per ray, so no sampler weighs them: the task's (the distortion
                     # loss) and the field's own (Field.loss_terms).
                     regularizers = {"distortion": stats.pop("regularizer")} if "regularizer" in stats else {}
+                    if "distortion" in regularizers and group is not None:  # a mean over this process's rays
+                        regularizers["distortion"] = regularizers["distortion"] * (count * world / batch_size)
                     regularizers.update(field_regularizers(field, step))
-                    loss = step_loss(batch.weight, per_ray, narrower, regularizers)
+                    # This process's share of the global loss: summed over the processes it is the loss of
+                    # the whole batch in one process (per-ray terms / global batch, the others / processes).
+                    loss = step_loss(batch.weight, per_ray, narrower, regularizers, total_rays=None if group is None else batch_size, processes=world)
 
                 optimizer.zero_grad(set_to_none=True)
-                if loss.requires_grad:
-                    missed = 0
+                hit = loss.requires_grad
+                if hit:
                     with section("backward: MLPs, rendering"):
                         loss.backward()
+                n_samples = stats["samples_per_ray"] * per_ray.shape[0]
+                if group is not None:
+                    with section("all-reduce: gradients"):
+                        summed = group.sum_gradients_(_trained(optimizer), torch.tensor([float(hit), n_samples], device=device))
+                    hit, n_samples = bool(summed[0].item() > 0), float(summed[1].item())
+                if hit:
+                    missed = 0
                     with section("optimizer"):
                         optimizer.step()
                 else:  # no sample reached the field: nothing to learn from this batch
@@ -298,30 +404,39 @@ def _train_in(
                     grad = batch.pixel_xy.grad
                     if grad is None:  # no ray reached the field, the loss does not depend on position
                         grad = torch.zeros_like(batch.pixel_xy)
-                    position_grad = grad * (per_ray.shape[0] / batch.weight)[:, None]
+                    position_grad = grad * (batch_size / batch.weight)[:, None]
                     batch.pixel_xy = batch.pixel_xy.detach()
                 with section("sampler: update"):
-                    sampler.update(StepFeedback(step=step, batch=batch, loss=per_ray.detach(), error=error, position_grad=position_grad))
+                    if group is None or sharded:
+                        sampler.update(StepFeedback(step=step, batch=batch, loss=per_ray.detach(), error=error, position_grad=position_grad))
+                    else:
+                        if position_grad is not None:
+                            position_grad = group.gather_rows(position_grad, start, batch_size)
+                        sampler.update(StepFeedback(step=step, batch=whole, loss=all_loss, error=all_error, position_grad=position_grad))
             step += 1
             dt = time.perf_counter() - t0
             elapsed += dt
+            if group is not None:  # the same stop decision and clock on every process
+                stop_all, elapsed = group.agree(stop.requested, elapsed)
 
-            mse = per_ray.detach().mean().item()
+            mse = all_loss.mean().item()
             if not math.isfinite(mse):
                 raise NfplugError(f"step {step}: the loss became {mse}; lower --optim.lr")
-            rays_per_s = pred.shape[0] / dt
+            rays_per_s = batch_size / dt  # the global batch
+            samples_per_ray = n_samples / max(1, batch_size)
             bar.update(1)
-            postfix = {"loss": f"{mse:.4f}", "psnr": f"{psnr_from_mse(mse):.2f}", "rays_s": f"{rays_per_s:.0f}", "spr": f"{stats['samples_per_ray']:.1f}"}
+            postfix = {"loss": f"{mse:.4f}", "psnr": f"{psnr_from_mse(mse):.2f}", "rays_s": f"{rays_per_s:.0f}", "spr": f"{samples_per_ray:.1f}"}
             if config.max_time:
                 postfix["time_left"] = f"{max(0.0, config.max_time - elapsed):.0f}s"
             bar.set_postfix(postfix, refresh=False)
             if viewer is not None:
                 viewer.report(step, config.max_steps, mse, psnr_from_mse(mse), rays_per_s, elapsed)
-            if step % 10 == 0 or step == 1:
+            if writer is not None and (step % 10 == 0 or step == 1):
                 history.train.append(
                     {"step": step, "time": round(elapsed, 3), "psnr": psnr_from_mse(mse), "rays_per_s": rays_per_s,
-                     "samples_per_s": rays_per_s * stats["samples_per_ray"]}
+                     "samples_per_s": rays_per_s * samples_per_ray}
                 )
+                stats["samples_per_ray"] = samples_per_ray
                 writer.add_scalar("train/loss", mse, step)
                 writer.add_scalar("train/psnr", psnr_from_mse(mse), step)
                 writer.add_scalar("train/lr", lr, step)
@@ -332,29 +447,44 @@ def _train_in(
                     writer.add_scalar(f"loss/{key}", float(value.detach()), step)
                 for key, value in sampler.scalars().items():
                     writer.add_scalar(f"sampler/{key}", value, step)
-                if hasattr(task, "renderer"):
-                    writer.add_scalar("train/grid_occupancy", task.renderer.occupancy(), step)
+                if renderer is not None:
+                    writer.add_scalar("train/grid_occupancy", renderer.occupancy(), step)
             passed_mark = bool(pending_marks) and elapsed >= pending_marks[0]
             if passed_mark or (config.eval_every and step % config.eval_every == 0 and step < config.max_steps):
                 pending_marks = [t for t in pending_marks if t > elapsed]
-                history.eval.append(_periodic_eval(task, decoded_field[0], eval_split, config.eval_views, writer, step, elapsed))
-                history.save(run_dir)
-                field.train()
+                if writer is not None:  # rank 0 evaluates; the others wait for it at the next step
+                    history.eval.append(_periodic_eval(task, decoded_field[0], eval_split, config.eval_views, writer, step, elapsed))
+                    history.save(run_dir)
+                    field.train()
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 checkpoint()
+    except Exception as e:
+        if group is not None and not isinstance(e, NfplugError) and is_lost_peer(e):
+            raise NfplugError(lost_peer_message(group, e, step, last_saved[0], run_dir)) from None
+        raise
     finally:
         bar.close()
         stop.restore()
         if viewer is not None:
             viewer.finish()
 
+    if group is not None:  # every process's field, grid and sampler state, hashed: they must agree
+        report = rank_digests(group, field, task, sampler, step, sharded)
+        if main:
+            write_json_atomic(run_dir / "distributed.json", report)
+            if not report["consistent"]:
+                tqdm.write(f"nfplug: warning: the processes' states differ at step {step} (see {run_dir / 'distributed.json'})")
     checkpoint()
+    if not main:  # rank 0 evaluates and reports
+        return TrainResult(run_dir, step, None, interrupted)
+    assert writer is not None
     history.save(run_dir)
     if profile is not None:
         _report_profile(profile, run_dir)
     if interrupted:
         writer.close()
-        print(f"nfplug: interrupted at step {step}; checkpoint saved. Continue with: nfplug train --resume {run_dir}")
+        launcher = "nfplug train" if group is None else "torchrun --nproc-per-node N -m nfplug train"
+        print(f"nfplug: interrupted at step {step}; checkpoint saved. Continue with: {launcher} --resume {run_dir}")
         return TrainResult(run_dir, step, None, True)
 
     field.eval()
@@ -375,6 +505,36 @@ def _train_in(
     for row in metrics.get("parts", []):
         print(f"  first {row['parts']} part(s): {row['params']:>9,} parameters, {eval_split} PSNR {row['psnr']:.2f} dB")
     return TrainResult(run_dir, step, metrics, False)
+
+
+def _rows(batch: RayBatch, start: int, count: int) -> RayBatch:
+    """Rays ``start:start+count`` of ``batch`` (this process's share of a distributed step)."""
+    end = start + count
+    return RayBatch(image_index=batch.image_index[start:end], pixel_xy=batch.pixel_xy[start:end], weight=batch.weight[start:end])
+
+
+def _trained(optimizer: torch.optim.Optimizer) -> List[Tensor]:
+    """The tensors ``optimizer`` steps, in a fixed order (the same on every process)."""
+    return [p for g in optimizer.param_groups for p in g["params"]]
+
+
+def _load_sampler_state(sampler: Sampler, ckpt: Dict[str, Any], group: Optional[Group], sharded: bool, generator: torch.Generator) -> None:
+    """Restore the sampler: a replicated sampler from rank 0's state (any number of processes); a
+    sharded one from its own rank's, if the run had as many processes, else it starts afresh."""
+    state = ckpt["sampler"]
+    per_rank = isinstance(state, dict) and "per_rank" in state and "world_size" in state
+    if not sharded and not per_rank:
+        sampler.load_state_dict(state)
+        return
+    world = 1 if group is None else group.world_size
+    rank = 0 if group is None else group.rank
+    if per_rank and int(state["world_size"]) == world and sharded:
+        mine = state["per_rank"][rank]
+        sampler.load_state_dict(mine["state"])
+        generator.set_state(mine["generator"])
+        return
+    was = int(state["world_size"]) if per_rank else int(ckpt.get("world_size", 1))
+    tqdm.write(f"nfplug: the sampler keeps one state per process and the run had {was} process(es), now {world}: it starts afresh")
 
 
 def _report_profile(profile: StepProfile, run_dir: Path) -> None:

@@ -1,0 +1,320 @@
+"""Data-parallel training over processes and machines with ``torch.distributed``, launched by ``torchrun``.
+
+``torchrun --nproc-per-node 2 -m nfplug train ...`` starts one process per rank with ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` in its environment;
+:func:`init_from_env` joins them into one process group (gloo on the CPU, nccl on GPUs, one device
+per process). What each step exchanges, and why the result equals single-process training:
+
+* **The batch.** Every rank holds the same sampler (same seed, same state) and draws the same
+  global batch of ``--batch-size`` rays; rank ``r`` trains on its contiguous share
+  (:func:`split`). Random numbers a ray draws (stratified marching, random backgrounds) are drawn
+  for the whole batch and sliced (:func:`share_generator`), so each ray sees the numbers it would
+  see in one process.
+* **The sampler's feedback.** Per-ray losses, errors and position gradients are gathered
+  (:meth:`Group.gather_rows`), so ``loss_weight`` and ``update`` see the whole batch on every rank
+  and the sampler's state stays identical everywhere (its ``distributed = "replicated"`` contract in
+  :mod:`nfplug.api`). A ``"sharded"`` sampler instead owns a disjoint share of the pixels per rank.
+* **Gradients.** Each rank's loss is its rays' share of the global mean (per-ray terms times
+  ``B_r / B``, global terms times ``1 / W``) and the gradients are summed in one flat all-reduce
+  (:meth:`Group.sum_gradients_`): the sum is the single-process gradient of the global batch, up to
+  the order of floating-point additions. Adam then takes the same step on every rank.
+* **The occupancy grid.** Every rank runs the same EMA update; an explicit all-reduce of the
+  occupancies (max) follows it (:meth:`Group.max_`), so the grids are the same bit for bit even
+  where a device's kernels are not deterministic.
+* **Stopping.** A small all-reduce at the end of each step agrees on Ctrl-C and on the elapsed time
+  (the slowest rank's), so every rank stops after the same step.
+
+Only rank 0 writes: the run folder, logs, TensorBoard, checkpoints and the evaluations. If a rank
+dies, the others fail in their next collective (or after ``--dist-timeout`` seconds) and stop with
+one line (:func:`lost_peer_message`); the last checkpoint is left as it was.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from nfplug.errors import NfplugError
+
+ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched_by_torchrun() -> bool:
+    """True in a process torchrun (or any launcher using its environment) started with WORLD_SIZE > 1."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def split(total: int, rank: int, world_size: int) -> Tuple[int, int]:
+    """Rank ``rank``'s contiguous share of ``total`` items: -> (start, count). The first
+    ``total % world_size`` ranks take one item more; a rank may get none."""
+    base, extra = divmod(total, world_size)
+    count = base + (1 if rank < extra else 0)
+    start = rank * base + min(rank, extra)
+    return start, count
+
+
+def share_generator(generator: torch.Generator, share: Optional[Tuple[int, int]], per_item: int = 1) -> torch.Generator:
+    """A generator whose next draws are the rows ``start:start+count`` of ``total`` rows a single
+    process would draw from ``generator`` (``per_item`` numbers a row); ``generator`` itself moves
+    past all ``total`` rows, as in one process. ``share``: ``(start, total)``, or None for ``generator``.
+
+    Exact because PyTorch fills a CPU tensor from its generator in order, one number at a time
+    (``tests/test_distributed.py`` checks it).
+    """
+    if share is None:
+        return generator
+    start, total = share
+    mine = torch.Generator().manual_seed(0)
+    mine.set_state(generator.get_state())
+    if start:
+        torch.rand(start * per_item, generator=mine)
+    torch.rand(total * per_item, generator=generator)
+    return mine
+
+
+@dataclass
+class Group:
+    """This process's place in a torchrun job and the collectives training uses."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def share(self, total: int) -> Tuple[int, int]:
+        """This rank's (start, count) of ``total`` rays."""
+        return split(total, self.rank, self.world_size)
+
+    # ------------------------------------------------------------------ collectives
+    def gather_rows(self, rows: Tensor, start: int, total: int) -> Tensor:
+        """Each rank's ``rows [count, ...]`` at its ``start`` in a ``[total, ...]`` tensor, on every rank.
+        A sum all-reduce of zero-padded buffers: exact (x + 0 == x) and fine with unequal shares."""
+        full = torch.zeros((total,) + tuple(rows.shape[1:]), dtype=rows.dtype, device=self.device)
+        full[start : start + rows.shape[0]] = rows.to(self.device)
+        dist.all_reduce(full, op=dist.ReduceOp.SUM)
+        return full.to(rows.device)
+
+    def sum_gradients_(self, params: Sequence[Tensor], extra: Optional[Tensor] = None) -> Optional[Tensor]:
+        """Sum every parameter's gradient over the processes in place, in one flat all-reduce.
+
+        A parameter no process computed a gradient for keeps ``grad = None``, as in one process, so
+        Adam skips it; one that some process has a gradient for gets the sum (missing ones count as
+        zeros). ``extra``: a small float tensor summed in the same message, returned summed.
+        (One message against one per tensor, and against DDP: tools/bench_distributed.py.)
+        """
+        params = list(params)
+        sizes = [p.numel() for p in params]
+        n_grads = sum(sizes)
+        n_extra = 0 if extra is None else extra.numel()
+        flat = torch.zeros(n_grads + len(params) + n_extra, dtype=torch.float32, device=self.device)
+        offset = 0
+        for i, (p, n) in enumerate(zip(params, sizes)):
+            if p.grad is not None:
+                flat[offset : offset + n].copy_(p.grad.reshape(-1))
+                flat[n_grads + i] = 1.0
+            offset += n
+        if extra is not None:
+            flat[n_grads + len(params) :].copy_(extra.reshape(-1))
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        has_grad = flat[n_grads : n_grads + len(params)].tolist()
+        offset = 0
+        for p, n, has in zip(params, sizes, has_grad):
+            if has > 0:
+                values = flat[offset : offset + n].view_as(p).to(p.dtype)
+                if p.grad is None:
+                    p.grad = values.clone()
+                else:
+                    p.grad.copy_(values)
+            offset += n
+        return None if extra is None else flat[n_grads + len(params) :].clone()
+
+    def max_(self, tensor: Tensor) -> Tensor:
+        """Element-wise maximum over the ranks, in place (and returned)."""
+        if tensor.device != self.device:
+            moved = tensor.to(self.device)
+            dist.all_reduce(moved, op=dist.ReduceOp.MAX)
+            tensor.copy_(moved)
+        else:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
+    def agree(self, stop: bool, elapsed: float) -> Tuple[bool, float]:
+        """-> (any rank asked to stop, the largest elapsed time): every rank stops after the same step."""
+        flags = torch.tensor([1.0 if stop else 0.0, elapsed], dtype=torch.float64, device=self.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags[0].item() > 0), float(flags[1].item())
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (pickled; for start-up state, not for every step)."""
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0, device=self.device if self.backend == "nccl" else None)
+        return box[0]
+
+    def gather(self, value: Any) -> List[Any]:
+        """Every rank's ``value``, in rank order, on every rank (pickled)."""
+        out: List[Any] = [None] * self.world_size
+        dist.all_gather_object(out, value)
+        return out
+
+    def broadcast_module_(self, tensors: Iterable[Tensor]) -> None:
+        """Overwrite ``tensors`` (parameters and buffers) with rank 0's, so every rank starts alike."""
+        for t in tensors:
+            data = t.data if t.device == self.device else t.data.to(self.device)
+            dist.broadcast(data, src=0)
+            if data is not t.data:
+                t.data.copy_(data)
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_from_env(device_spec: str, timeout_s: float) -> Optional[Group]:
+    """Join the torchrun job described by the environment; None when not launched with WORLD_SIZE > 1.
+
+    gloo on the CPU, nccl with CUDA (device ``cuda:LOCAL_RANK``). ``timeout_s``: how long a
+    collective waits for the other ranks before failing.
+    """
+    if not launched_by_torchrun():
+        return None
+    missing = [k for k in ENV_KEYS if k not in os.environ]
+    if missing:
+        raise NfplugError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start distributed training with torchrun (see the README)")
+    try:
+        rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    except ValueError as e:
+        raise NfplugError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({e})") from None
+    use_cuda = device_spec.startswith("cuda") or (device_spec == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        if not torch.cuda.is_available():
+            raise NfplugError(f"--device: '{device_spec}' requested but CUDA is not available on this machine")
+        if device_spec not in ("auto", "cuda"):
+            raise NfplugError(f"--device: '{device_spec}' names one GPU; under torchrun each process takes cuda:LOCAL_RANK, so pass --device cuda")
+        if local >= torch.cuda.device_count():
+            raise NfplugError(f"LOCAL_RANK {local}: this machine has {torch.cuda.device_count()} GPU(s); start at most that many processes per node")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    elif device_spec not in ("auto", "cpu"):
+        raise NfplugError(f"--device: '{device_spec}' is not a device for distributed training (use cpu, cuda or auto)")
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+    try:
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+    except (RuntimeError, ValueError) as e:
+        raise NfplugError(f"rank {rank}: could not join the other processes at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({first_line(e)})") from None
+    group = Group(rank=rank, world_size=world, local_rank=local, backend=backend, device=device)
+    if not group.is_main:
+        sys.stdout = open(os.devnull, "w")  # one voice: rank 0 prints; errors still reach stderr
+    return group
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def is_lost_peer(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that failed because another rank died or timed out."""
+    if isinstance(error, (dist.DistError,)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        key in text for key in ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out", "Broken pipe", "NCCL", "Gloo")
+    )
+
+
+def lost_peer_message(group: Group, error: BaseException, step: Optional[int] = None, last_checkpoint: Optional[int] = None, run_dir: Any = None) -> str:
+    """The one line a rank prints when another rank is gone (died, or silent past --dist-timeout)."""
+    during = f" during step {step + 1}" if step is not None else ""
+    if last_checkpoint is None:
+        kept = "nothing was written"
+    else:
+        kept = f"stopped without writing; the last checkpoint (step {last_checkpoint}) is intact"
+    resume = f": continue with torchrun ... -m nfplug train --resume {run_dir}" if run_dir is not None and last_checkpoint is not None else ""
+    return f"rank {group.rank} of {group.world_size}: lost contact with another process{during} ({first_line(error)}); {kept}{resume}"
+
+
+def digest(tensors: Iterable[Optional[Tensor]]) -> str:
+    """A short hash of the tensors' bytes (to check that ranks hold the same state)."""
+    h = hashlib.sha1()
+    for t in tensors:
+        if t is None:
+            h.update(b"none")
+            continue
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).reshape(-1).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def state_tensors(state: Any) -> List[Tensor]:
+    """Every tensor in a nested state dict, in a fixed order."""
+    out: List[Tensor] = []
+    if isinstance(state, Tensor):
+        out.append(state)
+    elif isinstance(state, dict):
+        for key in sorted(state, key=str):
+            out.extend(state_tensors(state[key]))
+    elif isinstance(state, (list, tuple)):
+        for item in state:
+            out.extend(state_tensors(item))
+    return out
+
+
+def host() -> str:
+    return socket.gethostname()
+
+
+def describe(group: Group) -> str:
+    return f"distributed: rank {group.rank} of {group.world_size} ({group.backend}, {group.device}), global batch split over the ranks"
+
+
+def shard_mask(n_images: int, height: int, width: int, mask: Optional[Tensor], rank: int, world_size: int) -> Tensor:
+    """A ``"sharded"`` sampler's pixels: ``mask`` (None: all) restricted to this process's disjoint share,
+    whole images ``i % world_size == rank`` when there are at least as many images as processes,
+    else pixel rows ``y % world_size == rank``. -> ``[n_images, H, W]`` bool."""
+    base = torch.ones(n_images, height, width, dtype=torch.bool) if mask is None else mask.detach().cpu().bool().clone()
+    if n_images >= world_size:
+        keep = (torch.arange(n_images) % world_size == rank)[:, None, None]
+    else:
+        keep = (torch.arange(height) % world_size == rank)[None, :, None]
+    share = base & keep
+    if not bool(share.any()):
+        raise NfplugError(f"rank {rank}: no trainable pixel in this process's share of the images; use fewer processes")
+    return share
+
+
+def rank_digests(group: Group, field: Any, task: Any, sampler: Any, step: int, sharded: bool = False) -> Dict[str, Any]:
+    """Every process's hash of its field, occupancy grid and sampler state, gathered on every rank;
+    ``consistent``: they agree (a sharded sampler's state differs by design and is not compared)."""
+    mine = {
+        "rank": group.rank,
+        "host": host(),
+        "step": step,
+        "field": digest(list(field.parameters()) + list(field.buffers())),
+        "sampler": digest(state_tensors(sampler.state_dict())),
+    }
+    renderer = getattr(task, "renderer", None)
+    if renderer is not None:
+        mine["grid"] = digest([renderer.estimator.occs, renderer.estimator.binaries])
+    rows = group.gather(mine)
+    keys = [k for k in ("field", "grid") + (() if sharded else ("sampler",)) if k in mine]
+    consistent = all(row[k] == rows[0][k] for row in rows for k in keys)
+    return {"world_size": group.world_size, "backend": group.backend, "consistent": consistent, "compared": keys, "ranks": rows}
