@@ -264,6 +264,10 @@ def take_viewer_options(argv: List[str], check_port: bool = True) -> Tuple[Optio
 
 
 def cmd_train(argv: List[str]) -> int:
+    from nfplug.distributed import launched_by_torchrun
+
+    if "--viewer" in argv and launched_by_torchrun():
+        raise NfplugError("--viewer: not with torchrun (the viewer watches one process; open the run later with nfplug view RUN)")
     checkpoint, argv = take_option(argv, "checkpoint")
     viewer, argv = take_viewer_options(argv, check_port=not any(a in ("-h", "--help") for a in argv))
     config, names, resume = parse_train_args(argv)

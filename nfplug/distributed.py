@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass
@@ -181,8 +182,12 @@ class Group:
             if data is not t.data:
                 t.data.copy_(data)
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Leave the job; ``wait``: first wait for every process to get here (after a run that went
+        well, so no process tears its connections down while another still uses them)."""
         if dist.is_initialized():
+            if wait:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -228,8 +233,12 @@ def init_from_env(device_spec: str, timeout_s: float) -> Optional[Group]:
 
 
 def first_line(error: BaseException) -> str:
+    """The gist of a collective's error: its first line without gloo's source location or advice."""
     text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    line = re.sub(r"^\[[^\]]*\]\s*", "", text[0])  # "[/.../gloo/transport/tcp/pair.cc:537] "
+    return line.split(". This is typically")[0][:160]
 
 
 def is_lost_peer(error: BaseException) -> bool:

@@ -105,14 +105,16 @@ def train(
     try:
         if group is not None and viewer is not None:
             raise NfplugError("--viewer: not with torchrun (the viewer watches one process; train with it alone, or open the run later with nfplug view RUN)")
-        return _train(config, names, group, resume_dir=resume_dir, checkpoint=checkpoint, viewer=viewer)
-    except Exception as e:
-        if group is not None and not isinstance(e, NfplugError) and is_lost_peer(e):
-            raise NfplugError(lost_peer_message(group, e)) from None  # before training started
-        raise
-    finally:
+        result = _train(config, names, group, resume_dir=resume_dir, checkpoint=checkpoint, viewer=viewer)
+    except BaseException as e:
         if group is not None:
             group.close()
+        if group is not None and isinstance(e, Exception) and not isinstance(e, NfplugError) and is_lost_peer(e):
+            raise NfplugError(lost_peer_message(group, e)) from None  # before training started
+        raise
+    if group is not None:
+        group.close(wait=True)  # rank 0 may still be evaluating
+    return result
 
 
 def _train(
@@ -295,7 +297,7 @@ def _train_in(
     eval_split = task.eval_split_name
     interrupted = False
     field.train()
-    stop = _StopRequest()
+    stop = _StopRequest(distributed=group is not None)
     stop_all = False  # distributed: any process asked to stop (agreed at the end of each step)
     missed = 0  # steps in a row whose rays all missed the occupied volume
     missed_limit = max(1, min(MAX_MISSED_STEPS, config.max_steps - step))  # a short run that never hit fails too
@@ -588,18 +590,26 @@ class _StopRequest:
     background jobs with it ignored.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, distributed: bool = False) -> None:
         import signal
         import threading
 
         self.requested = False
+        self.distributed = distributed
+        self.received: set = set()
         self.previous: Dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        # Under torchrun, Ctrl-C reaches every process and torchrun then sends each a SIGTERM: that
+        # second signal of another kind is the same request, not a demand to stop at once.
+        again = signum in self.received if self.distributed else self.requested
+        self.received.add(signum)
+        if again:
             raise KeyboardInterrupt
+        if self.requested:
+            return
         self.requested = True
         tqdm.write("nfplug: stopping after this step to write a checkpoint (signal again to stop at once, without one)")
 
