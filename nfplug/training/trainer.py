@@ -113,7 +113,12 @@ def train(
             raise NfplugError(lost_peer_message(group, e)) from None  # before training started
         raise
     if group is not None:
-        group.close(wait=True)  # rank 0 may still be evaluating
+        try:
+            group.close(wait=True)  # rank 0 may still be evaluating
+        except Exception as e:  # rank 0 failed after training (its own error says why)
+            if not is_lost_peer(e):
+                raise
+            raise NfplugError(lost_peer_message(group, e)) from None
     return result
 
 
