@@ -38,7 +38,7 @@ import re
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -111,6 +111,12 @@ class Group:
         full[start : start + rows.shape[0]] = rows.to(self.device)
         dist.all_reduce(full, op=dist.ReduceOp.SUM)
         return full.to(rows.device)
+
+    def split_map(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        """``fn(x)`` (one value a row) with each process computing its share of the rows, gathered."""
+        start, count = self.share(x.shape[0])
+        mine = fn(x[start : start + count]).reshape(-1).float()
+        return self.gather_rows(mine, start, x.shape[0])
 
     def sum_gradients_(self, params: Sequence[Tensor], extra: Optional[Tensor] = None) -> Optional[Tensor]:
         """Sum every parameter's gradient over the processes in place, in one flat all-reduce.

@@ -40,6 +40,13 @@ class RenderOutput:
     distortion: Optional[Tensor] = None  # [n_rays], with_distortion only: mip-NeRF 360's loss, t / far_plane
 
 
+def evaluate_in_chunks(x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """``fn`` on the points ``x [N, 3]``, :data:`GRID_CHUNK` at a time -> ``[N]``."""
+    if x.shape[0] == 0:
+        return x.new_zeros(0)
+    return torch.cat([fn(x[i : i + GRID_CHUNK]).reshape(-1) for i in range(0, len(x), GRID_CHUNK)])
+
+
 class SceneRenderer:
     """Owns the occupancy grid of a scene and renders rays through a field.
 
@@ -73,8 +80,10 @@ class SceneRenderer:
         """The marching step of training rays now: ``config.warmup_step_scale`` times
         ``render_step_size`` during the grid warm-up, ``render_step_size`` after it."""
         self.grid_recoveries = 0
-        # Called on the occupancies after each EMA update, before thresholding: an all-reduce (max)
-        # over the processes of a distributed run (nfplug.distributed), None in one process.
+        # A distributed run (nfplug.distributed) replaces these two: each process evaluates its share
+        # of the cells and the values are gathered; after each EMA update, before thresholding, an
+        # all-reduce (max) of the occupancies. In one process: every cell here, and nothing.
+        self.evaluate_cells: Callable[[Tensor, Callable[[Tensor], Tensor]], Tensor] = evaluate_in_chunks
         self.reduce_occupancy: Optional[Callable[[Tensor], Any]] = None
         self.alpha_thre = config.alpha_thre
         """The opacity below which samples are skipped now: 0 while training is in the grid warm-up
@@ -152,7 +161,7 @@ class SceneRenderer:
             jitter = torch.rand(coords.shape, device=coords.device)
             aabb = est.aabbs[lvl]
             x = aabb[:3] + (coords.to(torch.float32) + jitter) / resolution * (aabb[3:] - aabb[:3])
-            occ = torch.cat([occ_eval_fn(x[i : i + GRID_CHUNK]).reshape(-1) for i in range(0, len(x), GRID_CHUNK)])
+            occ = self.evaluate_cells(x, occ_eval_fn)
             cell_ids = lvl * cells + indices
             # nerfacc assigns max(decay * old, occ) per drawn cell; for a cell drawn twice PyTorch
             # leaves undefined which assignment stays. Decay, then a scatter max (the rule nerfacc's

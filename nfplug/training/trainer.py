@@ -268,6 +268,8 @@ def _train_in(
     pending_marks = sorted(t for t in config.eval_at_seconds if t > elapsed)
     renderer = getattr(task, "renderer", None)
     if group is not None and renderer is not None:
+        cells = renderer.evaluate_cells  # each process evaluates its share of a grid update's cells
+        renderer.evaluate_cells = lambda x, fn: group.split_map(lambda part: cells(part, fn), x)
         renderer.reduce_occupancy = group.max_  # explicit, after every grid update: the same grid everywhere
     last_saved: List[Optional[int]] = [step if resume else None]
 
