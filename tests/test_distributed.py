@@ -411,3 +411,24 @@ def test_world_size_without_torchrun_is_one_line():
     env["WORLD_SIZE"] = "2"
     r = subprocess.run([sys.executable, "-m", "nfplug", "train", "--data", "demo"], capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "start distributed training with torchrun" in r.stderr
+
+
+def test_two_launchers_as_two_machines(tmp_path):
+    """Two torchrun launchers meeting at a rendezvous endpoint, as on two machines (here both on
+    localhost, one process each): the README's multi-node command."""
+    run = tmp_path / "run"
+    port = _free_port()
+    common = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+              "--rdzv-endpoint", f"127.0.0.1:{port}"]
+    args = ["-m", "nfplug", "train", *RUN, "--max-steps", "6", "--batch-size", "512", "--output", str(run)]
+    other = subprocess.Popen([*common, "--node-rank", "1", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = subprocess.run([*common, "--node-rank", "0", *args], capture_output=True, text=True, timeout=600)
+        out, err = other.communicate(timeout=120)
+    finally:
+        if other.poll() is None:
+            other.kill()
+    assert first.returncode == 0 and other.returncode == 0, _explain(first) + err[-2000:]
+    report = json.loads((run / "distributed.json").read_text())
+    assert report["consistent"] and sorted(row["rank"] for row in report["ranks"]) == [0, 1]
+    assert (first.stdout + out).count("nfplug: trained 6 steps") == 1  # whichever launcher holds rank 0 reports

@@ -117,15 +117,18 @@ def exchange_worker(rank: int, port: int, data: str, samples: int, repeats: int,
         "all-reduce per tensor": lambda: (backward(field), per_tensor()),
         "DistributedDataParallel": lambda: backward(ddp),
     }
-    times = {}
-    for name, fn in ways.items():
+    for fn in ways.values():
         fn()  # warm up
-        dist.barrier()
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        dist.barrier()
-        times[name] = (time.perf_counter() - t0) / repeats
+    rounds: dict = {name: [] for name in ways}
+    for _ in range(repeats):  # interleaved rounds, the median of each: the machine's noise hits all alike
+        for name, fn in ways.items():
+            dist.barrier()
+            t0 = time.perf_counter()
+            for _ in range(3):
+                fn()
+            dist.barrier()
+            rounds[name].append((time.perf_counter() - t0) / 3)
+    times = {name: sorted(values)[len(values) // 2] for name, values in rounds.items()}
     flat = torch.zeros(sum(p.numel() for p in params))
     dist.barrier()
     t0 = time.perf_counter()
@@ -149,6 +152,24 @@ def exchange(data: str, samples: int, repeats: int) -> dict:
 # ----------------------------------------------------------------------------- part 3
 
 
+def report_exchange(args) -> int:
+    """Part 2: print the exchange table; -> bytes of gradient a step."""
+    print(f"\nPart 2: gradient exchange in 2 gloo processes (1 thread each), ngp on {args.data}, {args.samples} samples a pass, "
+          f"median of {args.repeats} interleaved rounds", flush=True)
+    ex = exchange(args.data, args.samples, args.repeats)
+    times = ex["times"]
+    nbytes = 4 * ex["params"]
+    print(f"ngp: {ex['params']:,} parameters in {ex['tensors']} tensors = {nbytes / 2**20:.1f} MiB of float32 gradients a step")
+    print(f"\n| {'exchange':<26} | ms a step | exchange ms |")
+    print(f"|{'-' * 28}|-----------|-------------|")
+    for name in ("compute only", "flat all-reduce (nfplug)", "all-reduce per tensor", "DistributedDataParallel"):
+        extra = (times[name] - times["compute only"]) * 1e3
+        print(f"| {name:<26} | {times[name] * 1e3:9.1f} | {extra:11.1f} |")
+    loopback = nbytes / times["all-reduce alone"] / 1e9 * 8
+    print(f"one flat all-reduce alone: {times['all-reduce alone'] * 1e3:.1f} ms ({loopback:.1f} Gbit/s of gradient through gloo over loopback)")
+    return nbytes
+
+
 def predicted_step(t_compute: float, nbytes: float, machines: int, gbit_s: float, latency: float = 50e-6) -> float:
     """Step time on ``machines`` machines (ring all-reduce of ``nbytes`` at ``gbit_s``)."""
     if machines == 1:
@@ -167,9 +188,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--bandwidths", type=float, nargs="+", default=[1.0, 10.0, 25.0, 100.0], help="Gbit/s")
     parser.add_argument("--plot", default="bench_distributed.png")
+    parser.add_argument("--only-exchange", action="store_true", help="part 2 alone")
     args = parser.parse_args()
     if args.skip >= args.steps:
         sys.exit("bench_distributed: --skip must be below --steps")
+    if args.only_exchange:
+        report_exchange(args)
+        return
 
     print(f"Part 1: training {args.data}, {args.steps} steps of {args.batch_size} rays, rate over steps {args.skip}-{args.steps}", flush=True)
     runs = {}
@@ -184,18 +209,7 @@ def main() -> None:
     for label, r in runs.items():
         print(f"| {label:<24} | {r['steps_s']:7.2f} | {r['steps_s'] * args.batch_size:6.0f} | {r['steps_s'] / base:15.2f}x | {r['psnr']:19.2f} |")
 
-    print(f"\nPart 2: gradient exchange in 2 gloo processes (1 thread each), ngp on {args.data}, {args.samples} samples a pass", flush=True)
-    ex = exchange(args.data, args.samples, args.repeats)
-    times = ex["times"]
-    nbytes = 4 * ex["params"]
-    print(f"ngp: {ex['params']:,} parameters in {ex['tensors']} tensors = {nbytes / 2**20:.1f} MiB of float32 gradients a step")
-    print(f"\n| {'exchange':<26} | ms a step | exchange ms |")
-    print(f"|{'-' * 28}|-----------|-------------|")
-    for name in ("compute only", "flat all-reduce (nfplug)", "all-reduce per tensor", "DistributedDataParallel"):
-        extra = (times[name] - times["compute only"]) * 1e3
-        print(f"| {name:<26} | {times[name] * 1e3:9.1f} | {extra:11.1f} |")
-    loopback = nbytes / times["all-reduce alone"] / 1e9 * 8
-    print(f"one flat all-reduce alone: {times['all-reduce alone'] * 1e3:.1f} ms ({loopback:.1f} Gbit/s of gradient through gloo over loopback)")
+    nbytes = report_exchange(args)
 
     t_compute = 1.0 / base
     feedback = args.batch_size * 4 * 4  # loss, error and position gradient (2) a ray, float32
@@ -203,7 +217,7 @@ def main() -> None:
     print(f"\nPart 3: model. Bytes all-reduced a step: {nbytes / 2**20:.1f} MiB gradients + {feedback / 2**10:.0f} KiB sampler feedback; "
           f"t_compute = {t_compute * 1e3:.0f} ms a step (1 process x 2 threads, measured above)")
     machines = [1, 2, 4, 8, 16]
-    print(f"\n| Gbit/s | " + " | ".join(f"{n} machines" for n in machines) + " |")
+    print("\n| Gbit/s | " + " | ".join(f"{n} machines" for n in machines) + " |")
     print("|--------|" + "|".join("-" * (len(f"{n} machines") + 2) for n in machines) + "|")
     curves = {}
     for bw in args.bandwidths:
