@@ -32,7 +32,8 @@ commands:
   plugins       list the installed fields, inits, samplers and dataset formats
   new-plugin    write a ready plugin package to fill in (a field, init, sampler or dataset format)
 
-'nfplug COMMAND --help' shows a command's options."""
+'nfplug COMMAND --help' shows a command's options. Several processes or machines:
+'torchrun --nproc-per-node N -m nfplug train ...' (data-parallel; see the README, Scale out)."""
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

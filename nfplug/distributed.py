@@ -261,7 +261,7 @@ def lost_peer_message(group: Group, error: BaseException, step: Optional[int] = 
     """The one line a rank prints when another rank is gone (died, or silent past --dist-timeout)."""
     during = f" during step {step + 1}" if step is not None else ""
     if last_checkpoint is None:
-        kept = "nothing was written"
+        kept = "stopped; no checkpoint had been written yet"
     else:
         kept = f"stopped without writing; the last checkpoint (step {last_checkpoint}) is intact"
     resume = f": continue with torchrun ... -m nfplug train --resume {run_dir}" if run_dir is not None and last_checkpoint is not None else ""

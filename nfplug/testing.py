@@ -430,12 +430,15 @@ def check_sampler(cls: type, config: Any = None, *, train: bool = True, name: Op
     ``loss_weight`` and the batch's weights positive and finite; ``scalars`` finite; two samplers
     with the same seed draw the same batches; the state after 6 steps goes through
     ``torch.load(weights_only=True)`` and a fresh sampler that loads it draws the same next 6
-    batches. ``train``: a few steps of the demo scene and of a small image through the engine,
+    batches; ``distributed`` is ``"replicated"`` or ``"sharded"``. ``train``: a few steps of the demo scene and of a small image through the engine,
     checkpointed and resumed identically.
     """
     plugin = _name(cls)
     if not (isinstance(cls, type) and issubclass(cls, Sampler)):
         _fail(plugin, "is a Sampler", f"{cls!r} is not a subclass of nfplug.api.Sampler", "subclass nfplug.api.Sampler")
+    mode = getattr(cls, "distributed", "replicated")
+    if mode not in ("replicated", "sharded"):
+        _fail(plugin, "a distributed mode", f"distributed = {mode!r}", "set the class attribute distributed to 'replicated' (the default) or 'sharded' (nfplug.api.Sampler)")
     config = _config(cls, config)
     refused = []
     for ctx in sampler_contexts():

@@ -232,9 +232,14 @@ class Float64Sampler(ToySampler):
         return RayBatch(batch.image_index, batch.pixel_xy.double(), batch.weight)
 
 
+class UnknownModeSampler(ToySampler):
+    distributed = "sharded-by-hand"
+
+
 @pytest.mark.parametrize(
     "cls, rule",
     [
+        (UnknownModeSampler, "a distributed mode: distributed = 'sharded-by-hand'"),
         (IgnoresMaskSampler, "masks respected"),
         (ZeroWeightSampler, "weights positive and finite: step 0: loss_weight()"),
         (GlobalRandomSampler, "determinism for a seed"),

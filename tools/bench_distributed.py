@@ -14,9 +14,11 @@ Three parts, one after the other in one run:
    step time predicted for N machines like this one on a stated network bandwidth (ring
    all-reduce: each machine sends and receives ``2 (N - 1) / N`` times the gradient bytes):
 
-       t(N) = t_compute / N + 2 (N - 1) / N * bytes / bandwidth + latency * 2 (N - 1)
+       t(N) = t_compute * (unsplit + (1 - unsplit) / N) + 2 (N - 1) / N * bytes / bandwidth + latency * 2 (N - 1)
 
-   ``t_compute``: the measured step time of 1 process with 2 threads (part 1).
+   ``t_compute``: the measured step time of 1 process with 2 threads (part 1); ``unsplit``: the
+   share of a step every process repeats rather than splits (grid bookkeeping, sampler, Adam,
+   waiting for the slower process), estimated from part 1's 1- and 2-process runs.
 
 Prints the tables and writes ``bench_distributed.png`` (speed-up against machines, per bandwidth).
 
@@ -152,8 +154,8 @@ def exchange(data: str, samples: int, repeats: int) -> dict:
 # ----------------------------------------------------------------------------- part 3
 
 
-def report_exchange(args) -> int:
-    """Part 2: print the exchange table; -> bytes of gradient a step."""
+def report_exchange(args) -> tuple:
+    """Part 2: print the exchange table; -> (bytes of gradient a step, seconds by way of exchanging)."""
     print(f"\nPart 2: gradient exchange in 2 gloo processes (1 thread each), ngp on {args.data}, {args.samples} samples a pass, "
           f"median of {args.repeats} interleaved rounds", flush=True)
     ex = exchange(args.data, args.samples, args.repeats)
@@ -167,15 +169,16 @@ def report_exchange(args) -> int:
         print(f"| {name:<26} | {times[name] * 1e3:9.1f} | {extra:11.1f} |")
     loopback = nbytes / times["all-reduce alone"] / 1e9 * 8
     print(f"one flat all-reduce alone: {times['all-reduce alone'] * 1e3:.1f} ms ({loopback:.1f} Gbit/s of gradient through gloo over loopback)")
-    return nbytes
+    return nbytes, times
 
 
-def predicted_step(t_compute: float, nbytes: float, machines: int, gbit_s: float, latency: float = 50e-6) -> float:
-    """Step time on ``machines`` machines (ring all-reduce of ``nbytes`` at ``gbit_s``)."""
+def predicted_step(t_compute: float, unsplit: float, nbytes: float, machines: int, gbit_s: float, latency: float = 50e-6) -> float:
+    """Step time on ``machines`` machines: the share ``unsplit`` of ``t_compute`` that every process
+    repeats, the rest divided, plus a ring all-reduce of ``nbytes`` at ``gbit_s``."""
     if machines == 1:
         return t_compute
     hops = 2 * (machines - 1)
-    return t_compute / machines + hops / machines * nbytes / (gbit_s * 1e9 / 8) + latency * hops
+    return t_compute * (unsplit + (1 - unsplit) / machines) + hops / machines * nbytes / (gbit_s * 1e9 / 8) + latency * hops
 
 
 def main() -> None:
@@ -209,23 +212,33 @@ def main() -> None:
     for label, r in runs.items():
         print(f"| {label:<24} | {r['steps_s']:7.2f} | {r['steps_s'] * args.batch_size:6.0f} | {r['steps_s'] / base:15.2f}x | {r['psnr']:19.2f} |")
 
-    nbytes = report_exchange(args)
+    nbytes, times = report_exchange(args)
 
     t_compute = 1.0 / base
     feedback = args.batch_size * 4 * 4  # loss, error and position gradient (2) a ray, float32
     total = nbytes + feedback
+    # The work every process repeats (and waits), from part 1: two 1-thread processes take
+    # t_1 / 2 + unsplit * t_1 + exchange, with t_1 the step of one 1-thread process.
+    t_one = 1.0 / runs["1 process x 1 thread"]["steps_s"]
+    t_two = 1.0 / runs["2 processes x 1 thread"]["steps_s"]
+    exchange_s = max(0.0, times["flat all-reduce (nfplug)"] - times["compute only"])
+    unsplit = min(1.0, max(0.0, (t_two - t_one / 2 - exchange_s) / t_one))
     print(f"\nPart 3: model. Bytes all-reduced a step: {nbytes / 2**20:.1f} MiB gradients + {feedback / 2**10:.0f} KiB sampler feedback; "
-          f"t_compute = {t_compute * 1e3:.0f} ms a step (1 process x 2 threads, measured above)")
+          f"t_compute = {t_compute * 1e3:.0f} ms a step (1 process x 2 threads, measured above); repeated by every process: "
+          f"{unsplit:.0%} of a step (from part 1: {t_two * 1e3:.0f} ms for 2 x 1 thread = {t_one * 1e3:.0f} / 2 ms + "
+          f"{exchange_s * 1e3:.0f} ms exchange + the rest)")
     machines = [1, 2, 4, 8, 16]
     print("\n| Gbit/s | " + " | ".join(f"{n} machines" for n in machines) + " |")
     print("|--------|" + "|".join("-" * (len(f"{n} machines") + 2) for n in machines) + "|")
     curves = {}
     for bw in args.bandwidths:
-        speed = [t_compute / predicted_step(t_compute, total, n, bw) for n in machines]
+        speed = [t_compute / predicted_step(t_compute, unsplit, total, n, bw) for n in machines]
         curves[bw] = speed
         print(f"| {bw:6g} | " + " | ".join(f"{s:>{len(str(n)) + 8}.2f}x" for s, n in zip(speed, machines)) + " |")
-    breakeven = total / (t_compute / 2) * 8 / 1e9  # t(2) < t_compute when bytes / bandwidth < t_compute / 2
-    print(f"\nTwo machines pay off once the network moves a step's bytes in under half a step: above {breakeven:.1f} Gbit/s here.")
+    gain = t_compute * (1 - unsplit) / 2  # what a second machine saves before the exchange
+    breakeven = total / gain * 8 / 1e9 if gain > 0 else float("inf")
+    print(f"\nTwo machines pay off once the network moves a step's bytes in under {gain * 1e3:.0f} ms: above {breakeven:.1f} Gbit/s here; "
+          f"at most {1 / max(unsplit, 1e-9):.1f}x with any number of machines while {unsplit:.0%} of a step is repeated.")
 
     import matplotlib
 

@@ -34,7 +34,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from nfplug.api import Field, RayBatch, Sampler, SamplerContext, StepFeedback, TrainingStage, decoding, field_n_parts, field_training_stages
-from nfplug.distributed import Group, describe, init_from_env, is_lost_peer, lost_peer_message, rank_digests, shard_mask
+from nfplug.distributed import Group, describe as describe_group, init_from_env, is_lost_peer, lost_peer_message, rank_digests, shard_mask
 from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
 from nfplug.profiling import StepProfile, profiling, section
@@ -134,7 +134,7 @@ def _train(
         tqdm.write(f"nfplug: data: {task.describe()}")
         tqdm.write(f"nfplug: {describe_rendering(device)}")
     if group is not None:
-        tqdm.write(f"nfplug: {describe(group)}")
+        tqdm.write(f"nfplug: {describe_group(group)}")
     classes = plugin_classes(names)
     field = build_field(config, names, classes, task.field_context(), device, generator)
     detail = field.extra_repr()
