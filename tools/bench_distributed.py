@@ -17,8 +17,8 @@ Three parts, one after the other in one run:
        t(N) = t_compute * (unsplit + (1 - unsplit) / N) + 2 (N - 1) / N * bytes / bandwidth + latency * 2 (N - 1)
 
    ``t_compute``: the measured step time of 1 process with 2 threads (part 1); ``unsplit``: the
-   share of a step every process repeats rather than splits (grid bookkeeping, sampler, Adam,
-   waiting for the slower process), estimated from part 1's 1- and 2-process runs.
+   share of a step every process repeats rather than splits (Adam, the sampler, waiting for the
+   slower process), from rank 0's ``--profile`` of part 1's 2-process run.
 
 Prints the tables and writes ``bench_distributed.png`` (speed-up against machines, per bandwidth).
 
@@ -45,6 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 def train(out: Path, data: str, steps: int, batch: int, processes: int, threads: int) -> dict:
     args = ["--data", data, "--max-steps", str(steps), "--batch-size", str(batch), "--threads", str(threads), "--no-progress",
             "--eval-every", "0", "--final-eval-views", "1", "--checkpoint-every", "0", "--output", str(out)]
+    if processes > 1:
+        args.append("--profile")  # rank 0's time by stage: what every process repeats (part 3)
     if processes == 1:
         cmd = [sys.executable, "-m", "nfplug", "train", *args]
     else:
@@ -57,7 +59,13 @@ def train(out: Path, data: str, steps: int, batch: int, processes: int, threads:
         sys.exit(f"bench_distributed: {' '.join(cmd[:6])} ... failed:\n{result.stderr[-3000:]}")
     history = json.loads((out / "history.json").read_text())["train"]
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"rows": history, "wall": time.perf_counter() - t0, "psnr": metrics["mean"]["psnr"], "seconds": metrics["train_seconds"]}
+    profile = json.loads((out / "profile.json").read_text()) if (out / "profile.json").is_file() else None
+    return {"rows": history, "wall": time.perf_counter() - t0, "psnr": metrics["mean"]["psnr"], "seconds": metrics["train_seconds"], "profile": profile}
+
+
+REPEATED = ("optimizer", "sampler: sample", "sampler: update", "loss")
+"""Stages of a distributed step that every process does whole (Adam over all parameters, the
+replicated sampler) or that wait for the slower process (the loss's gather)."""
 
 
 def rate(rows: list, skip: int) -> float:
@@ -217,16 +225,14 @@ def main() -> None:
     t_compute = 1.0 / base
     feedback = args.batch_size * 4 * 4  # loss, error and position gradient (2) a ray, float32
     total = nbytes + feedback
-    # The work every process repeats (and waits), from part 1: two 1-thread processes take
-    # t_1 / 2 + unsplit * t_1 + exchange, with t_1 the step of one 1-thread process.
-    t_one = 1.0 / runs["1 process x 1 thread"]["steps_s"]
-    t_two = 1.0 / runs["2 processes x 1 thread"]["steps_s"]
-    exchange_s = max(0.0, times["flat all-reduce (nfplug)"] - times["compute only"])
-    unsplit = min(1.0, max(0.0, (t_two - t_one / 2 - exchange_s) / t_one))
+    # The share of a step every process repeats or waits in, from rank 0's --profile of the 2-process
+    # run (a lower bound: the grid update's bookkeeping and waits inside the all-reduce are not in it).
+    profile = runs["2 processes x 1 thread"]["profile"]
+    repeated_ms = sum(profile["ms_per_step"].get(name, 0.0) for name in REPEATED)
+    unsplit = repeated_ms / profile["step_ms"]
     print(f"\nPart 3: model. Bytes all-reduced a step: {nbytes / 2**20:.1f} MiB gradients + {feedback / 2**10:.0f} KiB sampler feedback; "
-          f"t_compute = {t_compute * 1e3:.0f} ms a step (1 process x 2 threads, measured above); repeated by every process: "
-          f"{unsplit:.0%} of a step (from part 1: {t_two * 1e3:.0f} ms for 2 x 1 thread = {t_one * 1e3:.0f} / 2 ms + "
-          f"{exchange_s * 1e3:.0f} ms exchange + the rest)")
+          f"t_compute = {t_compute * 1e3:.0f} ms a step (1 process x 2 threads, measured above); repeated by every process: at least "
+          f"{unsplit:.0%} of a step ({repeated_ms:.1f} of {profile['step_ms']:.0f} ms in {', '.join(REPEATED)}, rank 0's --profile of the 2-process run)")
     machines = [1, 2, 4, 8, 16]
     print("\n| Gbit/s | " + " | ".join(f"{n} machines" for n in machines) + " |")
     print("|--------|" + "|".join("-" * (len(f"{n} machines") + 2) for n in machines) + "|")
