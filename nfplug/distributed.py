@@ -51,10 +51,11 @@ ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 def launched_by_torchrun() -> bool:
     """True in a process torchrun (or any launcher using its environment) started with WORLD_SIZE > 1."""
+    raw = os.environ.get("WORLD_SIZE", "1")
     try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+        return int(raw) > 1
     except ValueError:
-        return False
+        raise NfplugError(f"WORLD_SIZE: expected the number of processes, got '{raw}' (torchrun sets it; unset it to train in one process)") from None
 
 
 def split(total: int, rank: int, world_size: int) -> Tuple[int, int]:
@@ -130,7 +131,8 @@ class Group:
         sizes = [p.numel() for p in params]
         n_grads = sum(sizes)
         n_extra = 0 if extra is None else extra.numel()
-        flat = torch.zeros(n_grads + len(params) + n_extra, dtype=torch.float32, device=self.device)
+        dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+        flat = torch.zeros(n_grads + len(params) + n_extra, dtype=dtype, device=self.device)
         offset = 0
         for i, (p, n) in enumerate(zip(params, sizes)):
             if p.grad is not None:

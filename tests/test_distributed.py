@@ -406,6 +406,12 @@ def test_viewer_is_refused_under_torchrun():
     assert r.returncode == 2 and _errors(r.stderr) == [r.stderr.strip()] and "--viewer: not with torchrun" in r.stderr
 
 
+def test_malformed_world_size_is_one_line():
+    r = subprocess.run([sys.executable, "-m", "nfplug", "train", "--data", "demo"], capture_output=True, text=True,
+                       env=dict(os.environ, WORLD_SIZE="two"), timeout=120, cwd=REPO)
+    assert r.returncode == 2 and r.stderr.strip() == "nfplug: error: WORLD_SIZE: expected the number of processes, got 'two' (torchrun sets it; unset it to train in one process)"
+
+
 def test_world_size_without_torchrun_is_one_line():
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["WORLD_SIZE"] = "2"

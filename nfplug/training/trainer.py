@@ -354,14 +354,15 @@ def _train_in(
                         batch_size = count = batch.image_index.shape[0]
                     elif batch.image_index.shape[0] != count:
                         raise NfplugError(f"--sampler: a sharded sampler must return context.batch_size ({count}) rays a step, got {batch.image_index.shape[0]}")
+                split_batch = {} if share is None else {"share": share}  # one process: the call as ever
                 narrower = []
                 for parts in decoded[:-1]:
                     narrow = decoding(field, parts)
-                    pred, gt, _ = task.train_forward(narrow, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator, share)
+                    pred, gt, _ = task.train_forward(narrow, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator, **split_batch)
                     narrower.append(per_ray_loss(pred, gt))
                 if sampler.needs_position_grad:
                     batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
-                pred, gt, stats = task.train_forward(view, batch, generator, share)
+                pred, gt, stats = task.train_forward(view, batch, generator, **split_batch)
                 with section("loss"):
                     per_ray = per_ray_loss(pred, gt)
                     error = ray_errors(pred, gt)
