@@ -113,11 +113,13 @@ class Group:
         dist.all_reduce(full, op=dist.ReduceOp.SUM)
         return full.to(rows.device)
 
-    def split_map(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        """``fn(x)`` (one value a row) with each process computing its share of the rows, gathered."""
-        start, count = self.share(x.shape[0])
-        mine = fn(x[start : start + count]).reshape(-1).float()
-        return self.gather_rows(mine, start, x.shape[0])
+    def split_map(self, fn: Callable[..., Tensor], *rows: Tensor) -> Tensor:
+        """``fn(*rows)`` (one value a row) with each process computing its share of the rows (none
+        if its share is empty), gathered on every process."""
+        total = rows[0].shape[0]
+        start, count = self.share(total)
+        mine = fn(*(r[start : start + count] for r in rows)).reshape(-1).float() if count else torch.zeros(0, device=self.device)
+        return self.gather_rows(mine, start, total)
 
     def sum_gradients_(self, params: Sequence[Tensor], extra: Optional[Tensor] = None) -> Optional[Tensor]:
         """Sum every parameter's gradient over the processes in place, in one flat all-reduce.
@@ -251,7 +253,7 @@ def first_line(error: BaseException) -> str:
 
 def is_lost_peer(error: BaseException) -> bool:
     """Whether ``error`` is a collective that failed because another rank died or timed out."""
-    if isinstance(error, (dist.DistError,)):
+    if isinstance(error, dist.DistError):
         return True
     text = str(error)
     return isinstance(error, RuntimeError) and any(

@@ -203,9 +203,7 @@ def _train_in(
         if group is None or sharded:
             return task.predict_errors(decoded_field[0], idx, xy)
         # Replicated samplers call this on every process with the same pixels: each does its share.
-        first, n = group.share(idx.shape[0])
-        mine = task.predict_errors(decoded_field[0], idx[first : first + n], xy[first : first + n]) if n else torch.zeros(0, device=device)
-        return group.gather_rows(mine.float(), first, idx.shape[0])
+        return group.split_map(lambda i, p: task.predict_errors(decoded_field[0], i, p), idx, xy)
 
     sampler_generator = generator
     pixel_mask = task.train_mask
