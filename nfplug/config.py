@@ -330,6 +330,11 @@ class TrainBase:
     """Distributed runs (torchrun): seconds a process waits for the others before it stops with an
     error (a process that died is noticed at once; this bounds a hung one and must cover rank 0's
     periodic evaluations)."""
+    dist_gradients: Literal["ddp", "flat"] = "ddp"
+    """Distributed runs (torchrun): how the processes' gradients are combined: 'ddp' (PyTorch's
+    DistributedDataParallel, averaged in buckets during the backward pass) or 'flat' (one explicit
+    all-reduce of all gradients after it). They train the same; tools/bench_distributed.py compares
+    their speed."""
     profile: bool = False
     """Time each stage of every training step (grid update, sampling, marching, hash encoding and
     MLPs forward and backward, volume rendering, optimizer, sampler update): prints a table at the

@@ -15,9 +15,12 @@ per process). What each step exchanges, and why the result equals single-process
   and the sampler's state stays identical everywhere (its ``distributed = "replicated"`` contract in
   :mod:`nfplug.api`). A ``"sharded"`` sampler instead owns a disjoint share of the pixels per rank.
 * **Gradients.** Each rank's loss is its rays' share of the global mean (per-ray terms times
-  ``B_r / B``, global terms times ``1 / W``) and the gradients are summed in one flat all-reduce
-  (:meth:`Group.sum_gradients_`): the sum is the single-process gradient of the global batch, up to
-  the order of floating-point additions. Adam then takes the same step on every rank.
+  ``B_r / B``, global terms times ``1 / W``), so the sum of the ranks' gradients is the
+  single-process gradient of the global batch, up to the order of floating-point additions. By
+  default DistributedDataParallel averages them during the backward pass
+  (:class:`DataParallelStep`, which scales each loss by ``W``); ``--dist-gradients flat`` sums
+  them in one explicit all-reduce after it (:meth:`Group.sum_gradients_`). Both keep a gradient
+  no rank computed ``None``. Adam then takes the same step on every rank.
 * **The occupancy grid.** Every rank runs the same EMA update; an explicit all-reduce of the
   occupancies (max) follows it (:meth:`Group.max_`), so the grids are the same bit for bit even
   where a device's kernels are not deterministic.
@@ -31,14 +34,17 @@ one line (:func:`lost_peer_message`); the last checkpoint is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
+import inspect
 import os
 import re
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -156,6 +162,18 @@ class Group:
             offset += n
         return None if extra is None else flat[n_grads + len(params) :].clone()
 
+    def sum_(self, values: Tensor) -> Tensor:
+        """A small tensor summed over the ranks (returned; ``values`` is left as it was)."""
+        out = values.to(self.device, copy=True)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out.to(values.device)
+
+    def data_parallel(self, field: torch.nn.Module, extra: Sequence[Tensor]) -> "DataParallelStep":
+        """``field`` and the task's trained tensors ``extra`` under DistributedDataParallel (see
+        :class:`DataParallelStep`). Build it again whenever the set of trained tensors changes (a
+        new training stage): DDP fixes it when it is built."""
+        return DataParallelStep(self, field, extra)
+
     def max_(self, tensor: Tensor) -> Tensor:
         """Element-wise maximum over the ranks, in place (and returned)."""
         if tensor.device != self.device:
@@ -199,6 +217,110 @@ class Group:
             if wait:
                 dist.barrier()
             dist.destroy_process_group()
+
+
+class _StepModule(torch.nn.Module):
+    """What DDP wraps: the trained tensors (the field's and the task's, such as a learned background)
+    and a forward that runs a closure, the step's forward pass and loss. DDP needs every use of the
+    parameters inside its forward; the task reaches the field through several methods
+    (``density_for_marching``, ``forward(reuse=...)``, a streamable field's narrower decodings,
+    ``loss_terms``), so the whole forward pass is the closure."""
+
+    def __init__(self, field: torch.nn.Module, extra: Sequence[Tensor]):
+        super().__init__()
+        self.field = field
+        self.extra = torch.nn.ParameterList(list(extra))
+
+    def forward(self, compute: Callable[[], Tensor]) -> Tensor:
+        return compute()
+
+
+class DataParallelStep:
+    """A training step's gradient exchange by :class:`~torch.nn.parallel.DistributedDataParallel`
+    (``--dist-gradients ddp``): gradients are averaged in buckets while the backward pass runs.
+
+    * **Loss scale.** DDP averages over the ``W`` processes, so the loss a process differentiates is
+      ``W`` times its share of the global loss (:meth:`scale`); the average is then the
+      single-process gradient of the global batch, as with :meth:`Group.sum_gradients_`.
+    * **Unused parameters.** ``find_unused_parameters``: a parameter no process used keeps
+      ``grad = None`` (Adam skips it, as in one process); one some process used gets the average.
+    * **A process whose rays all missed** has no graph to differentiate, but DDP's all-reduce needs
+      every process: its loss gets ``0 * sum(first parameter)``, a zero gradient for one tensor that
+      any process with a hit uses anyway (and if none hit, the step is skipped).
+    * No buffer sync (``forward_sync_buffers=False``): nothing of rank 0's is copied over the others' buffers each step;
+      the occupancy grid is made the same by its own all-reduce (:meth:`Group.max_`).
+    """
+
+    def __init__(self, group: Group, field: torch.nn.Module, extra: Sequence[Tensor]):
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.module = _StepModule(field, extra)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        if not params:
+            raise NfplugError("--dist-gradients ddp: nothing to train (every parameter is frozen)")
+        self.anchor = params[0]
+        self.uses = 0  # forward and backward passes so far (the first of each is kept quiet)
+        self.world_size = group.world_size
+        # No copying of rank 0's buffers at each forward (the argument's name changed in torch 2.13).
+        no_buffer_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+        self.ddp = DistributedDataParallel(
+            self.module,
+            device_ids=[group.device.index] if group.device.type == "cuda" else None,
+            find_unused_parameters=True,
+            **{no_buffer_sync: False},
+        )
+
+    def backward(self, loss: Tensor) -> None:
+        """``loss.backward()``: DDP averages the gradients meanwhile."""
+        with _quiet_first_use(self):
+            loss.backward()
+
+    def scale(self) -> float:
+        """The factor on this process's share of the loss (DDP averages the gradients)."""
+        return float(self.world_size)
+
+    def __call__(self, compute: Callable[[], Tensor]) -> Tensor:
+        """Run ``compute`` (-> this process's share of the loss) inside DDP's forward; -> the loss to
+        call ``backward`` on, scaled (:meth:`scale`) and never without a graph."""
+
+        def forward() -> Tensor:
+            loss = compute() * self.scale()
+            if not loss.requires_grad:  # no ray of this process hit the field
+                loss = loss + 0.0 * self.anchor.sum()
+            return loss
+
+        with _quiet_first_use(self):
+            return self.ddp(forward)
+
+
+_DDP_NOISE = "find_unused_parameters=True was specified in DDP constructor, but did not find any unused parameters"
+
+
+@contextlib.contextmanager
+def _quiet_first_use(step: "DataParallelStep") -> Iterator[None]:
+    """Around a DDP's first forward and backward: what its C++ side writes to standard error, except
+    its advice to turn ``find_unused_parameters`` off when a step happens to use every parameter
+    (nfplug keeps it on: a plugin field may leave parameters unused, and a process whose rays all
+    missed uses none). Later uses pass straight through."""
+    if step.uses >= 2:
+        yield
+        return
+    step.uses += 1
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode(errors="replace").splitlines(keepends=True) if _DDP_NOISE not in line]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def init_from_env(device_spec: str, timeout_s: float) -> Optional[Group]:

@@ -172,6 +172,62 @@ def test_collectives_two_processes(tmp_path):
     assert (tmp_path / "ok0").exists() and (tmp_path / "ok1").exists()
 
 
+class _Three(torch.nn.Module):
+    """Three parameters; which of them a process uses is up to the test."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+        self.b = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+        self.c = torch.nn.Parameter(torch.tensor([5.0, 6.0]))
+
+
+def _check_ddp(group: Group, out: str) -> None:
+    """DataParallelStep (--dist-gradients ddp) against the flat all-reduce (--dist-gradients flat) on
+    hand-computed gradients: each process's loss is its share; the processes' gradients sum."""
+    r = group.rank
+    x = torch.tensor([1.0, -1.0]) * (r + 1)  # rank 0: [1, -1]; rank 1: [2, -2]
+    extra = torch.nn.Parameter(torch.tensor([0.5]))  # a task's parameter (a learned background)
+
+    def share(m: _Three, hit: bool) -> torch.Tensor:
+        # Rank 0 uses a and b, rank 1 only a; c is never used; a process without a hit has no graph.
+        if not hit:
+            return torch.tensor(0.0)
+        loss = (m.a * x).sum() + extra.sum() * (r + 1)
+        return loss + (m.b * x).sum() * 2 if r == 0 else loss
+
+    for hits in ((True, True), (True, False)):
+        grads = {}
+        for way in ("ddp", "flat"):
+            m = _Three()
+            extra.grad = None
+            if way == "ddp":
+                step = group.data_parallel(m, [extra])
+                loss = step(lambda: share(m, hits[r]))
+                loss.backward()  # always a graph, even without a hit: DDP needs every process
+            else:
+                loss = share(m, hits[r])
+                if loss.requires_grad:
+                    loss.backward()
+                group.sum_gradients_([m.a, m.b, m.c, extra])
+            grads[way] = [None if p.grad is None else p.grad.clone() for p in (m.a, m.b, m.c, extra)]
+        a, b, c, e = grads["flat"]
+        if hits == (True, True):  # a: x0 + x1 = [3, -3]; b: 2 x0 = [2, -2]; extra: 1 + 2
+            assert torch.equal(a, torch.tensor([3.0, -3.0])) and torch.equal(b, torch.tensor([2.0, -2.0])) and torch.equal(e, torch.tensor([3.0]))
+        else:  # rank 1 missed: rank 0's gradients alone
+            assert torch.equal(a, torch.tensor([1.0, -1.0])) and torch.equal(b, torch.tensor([2.0, -2.0])) and torch.equal(e, torch.tensor([1.0]))
+        assert c is None  # used by no process: Adam skips it, as in one process
+        for got, want in zip(grads["ddp"], grads["flat"]):
+            assert (got is None) == (want is None)
+            assert got is None or torch.equal(got, want)
+    Path(out, f"ok{r}").write_text("ok")
+
+
+def test_ddp_gradients_are_the_flat_all_reduce(tmp_path):
+    _run_two(_check_ddp, str(tmp_path))
+    assert (tmp_path / "ok0").exists() and (tmp_path / "ok1").exists()
+
+
 def _check_grid(group: Group, out: str) -> None:
     from nfplug.config import RenderConfig
     from nfplug.rendering.scene_renderer import SceneRenderer
@@ -237,14 +293,16 @@ def _errors(stderr: str):
     return [line for line in stderr.splitlines() if line.startswith("nfplug: error")]
 
 
-def test_two_processes_take_the_single_process_steps(tmp_path):
+@pytest.mark.parametrize("gradients", ["ddp", "flat"])
+def test_two_processes_take_the_single_process_steps(tmp_path, gradients):
     """Uniform sampler, demo scene, same seed and global batch: after 3 steps the 2-process field is
-    the 1-process field to float tolerance (sums over rays in another order) and the grids are equal."""
+    the 1-process field to float tolerance (sums over rays in another order) and the grids are equal,
+    with either gradient exchange (DistributedDataParallel, the default; one flat all-reduce)."""
     one, two = tmp_path / "one", tmp_path / "two"
     steps = ["--max-steps", "3", "--sampler", "uniform", "--batch-size", "1024"]
     r1 = _nfplug([*RUN, *steps, "--threads", "1", "--output", str(one)])
     assert r1.returncode == 0, r1.stderr[-2000:]
-    r2 = _torchrun(2, [*RUN, *steps, "--output", str(two)])
+    r2 = _torchrun(2, [*RUN, *steps, "--dist-gradients", gradients, "--output", str(two)])
     assert r2.returncode == 0, _explain(r2)
     a, b = _last_checkpoint(one), _last_checkpoint(two)
     assert a["step"] == b["step"] == 3

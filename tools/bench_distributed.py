@@ -2,14 +2,18 @@
 
 Three parts, one after the other in one run:
 
-1. **Training throughput.** The same training three ways: 1 process with 2 threads (``nfplug
-   train --threads 2``), 2 processes with 1 thread each (``torchrun --nproc-per-node 2``) and,
-   for reference, 1 process with 1 thread. Steps/s and rays/s come from each run's own
-   ``history.json`` (global batch; the first ``--skip`` steps, the grid's warm-up, left out).
+1. **Training throughput.** The same training four ways: 1 process with 2 threads (``nfplug
+   train --threads 2``), 2 processes with 1 thread each (``torchrun --nproc-per-node 2``) with
+   each gradient exchange (``--dist-gradients ddp``, the default, and ``flat``) and, for
+   reference, 1 process with 1 thread. Steps/s and rays/s come from each run's own
+   ``history.json`` (global batch; the first ``--skip`` steps, the grid's warm-up, left out);
+   ``--rounds`` repeats all four, interleaved, and keeps each one's median.
 2. **Gradient exchange.** In two gloo processes (1 thread each), a forward and backward of the
-   ``ngp`` field on a batch of samples, then the gradients exchanged four ways: not at all (the
-   compute alone), one flat all-reduce (what nfplug does), one all-reduce per parameter tensor,
-   and DistributedDataParallel (25 MB buckets, overlapped with the backward pass).
+   ``ngp`` field on a batch of samples, then the gradients exchanged: not at all (the compute
+   alone), one flat all-reduce (``--dist-gradients flat``), one all-reduce per parameter tensor,
+   plain DistributedDataParallel (25 MB buckets, overlapped with the backward pass), and DDP as
+   nfplug runs it (``--dist-gradients ddp``: the forward pass inside DDP's forward, unused
+   parameters found).
 3. **Model.** Bytes all-reduced per step for ``ngp`` at its default size for ``--data``, and the
    step time predicted for N machines like this one on a stated network bandwidth (ring
    all-reduce: each machine sends and receives ``2 (N - 1) / N`` times the gradient bytes):
@@ -22,12 +26,13 @@ Three parts, one after the other in one run:
 
 Prints the tables and writes ``bench_distributed.png`` (speed-up against machines, per bandwidth).
 
-    python tools/bench_distributed.py --data ../shared/data/nerf_synthetic/lego --steps 300
+    python tools/bench_distributed.py --data ../shared/data/nerf_synthetic/lego --steps 300 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import socket
@@ -42,9 +47,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def train(out: Path, data: str, steps: int, batch: int, processes: int, threads: int) -> dict:
+def train(out: Path, data: str, steps: int, batch: int, processes: int, threads: int, extra: tuple = ()) -> dict:
     args = ["--data", data, "--max-steps", str(steps), "--batch-size", str(batch), "--threads", str(threads), "--no-progress",
-            "--eval-every", "0", "--final-eval-views", "1", "--checkpoint-every", "0", "--output", str(out)]
+            "--eval-every", "0", "--final-eval-views", "1", "--checkpoint-every", "0", "--output", str(out), *extra]
     if processes > 1:
         args.append("--profile")  # rank 0's time by stage: what every process repeats (part 3)
     if processes == 1:
@@ -62,6 +67,8 @@ def train(out: Path, data: str, steps: int, batch: int, processes: int, threads:
     profile = json.loads((out / "profile.json").read_text()) if (out / "profile.json").is_file() else None
     return {"rows": history, "wall": time.perf_counter() - t0, "psnr": metrics["mean"]["psnr"], "seconds": metrics["train_seconds"], "profile": profile}
 
+
+DDP_RUN = "2 processes x 1 thread, DDP"
 
 REPEATED = ("optimizer", "sampler: sample", "sampler: update", "loss")
 """Stages of a distributed step that every process does whole (Adam over all parameters, the
@@ -110,8 +117,8 @@ def exchange_worker(rank: int, port: int, data: str, samples: int, repeats: int,
     x = (torch.rand(samples, 3, generator=g) * 2 - 1) * 0.5
     d = torch.nn.functional.normalize(torch.randn(samples, 3, generator=g), dim=-1)
 
-    def backward(module) -> None:
-        for p in params:
+    def backward(module, trained=params) -> None:
+        for p in trained:
             p.grad = None
         rgb, sigma = module(x, d)
         (rgb.square().mean() + sigma.mean()).backward()
@@ -120,12 +127,28 @@ def exchange_worker(rank: int, port: int, data: str, samples: int, repeats: int,
         for p in params:
             dist.all_reduce(p.grad)
 
-    ddp = DistributedDataParallel(field, find_unused_parameters=False)
+    # Each DDP on its own copy of the field: DDP hooks the parameters it wraps.
+    plain = copy.deepcopy(field)
+    ddp = DistributedDataParallel(plain, find_unused_parameters=False)
+    as_trained = copy.deepcopy(field)
+    step = group.data_parallel(as_trained, [])  # as nfplug trains: the forward pass in DDP's forward, unused parameters found
+
+    def nfplug_ddp() -> None:
+        for p in as_trained.parameters():
+            p.grad = None
+
+        def loss():
+            rgb, sigma = as_trained(x, d)
+            return (rgb.square().mean() + sigma.mean()) / 2  # this process's share (DataParallelStep scales by 2)
+
+        step(loss).backward()
+
     ways = {
         "compute only": lambda: backward(field),
-        "flat all-reduce (nfplug)": lambda: (backward(field), group.sum_gradients_(params)),
+        "flat all-reduce": lambda: (backward(field), group.sum_gradients_(params)),
         "all-reduce per tensor": lambda: (backward(field), per_tensor()),
-        "DistributedDataParallel": lambda: backward(ddp),
+        "DDP, plain": lambda: backward(ddp, list(plain.parameters())),
+        "DDP as nfplug runs it": nfplug_ddp,
     }
     for fn in ways.values():
         fn()  # warm up
@@ -172,7 +195,7 @@ def report_exchange(args) -> tuple:
     print(f"ngp: {ex['params']:,} parameters in {ex['tensors']} tensors = {nbytes / 2**20:.1f} MiB of float32 gradients a step")
     print(f"\n| {'exchange':<26} | ms a step | exchange ms |")
     print(f"|{'-' * 28}|-----------|-------------|")
-    for name in ("compute only", "flat all-reduce (nfplug)", "all-reduce per tensor", "DistributedDataParallel"):
+    for name in ("compute only", "flat all-reduce", "all-reduce per tensor", "DDP, plain", "DDP as nfplug runs it"):
         extra = (times[name] - times["compute only"]) * 1e3
         print(f"| {name:<26} | {times[name] * 1e3:9.1f} | {extra:11.1f} |")
     loopback = nbytes / times["all-reduce alone"] / 1e9 * 8
@@ -196,7 +219,8 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=100, help="steps left out of the rate (grid warm-up)")
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--samples", type=int, default=65536, help="samples a forward pass in part 2")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=10, help="rounds of part 2")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of part 1 (each trains every setup once)")
     parser.add_argument("--bandwidths", type=float, nargs="+", default=[1.0, 10.0, 25.0, 100.0], help="Gbit/s")
     parser.add_argument("--plot", default="bench_distributed.png")
     parser.add_argument("--only-exchange", action="store_true", help="part 2 alone")
@@ -207,18 +231,26 @@ def main() -> None:
         report_exchange(args)
         return
 
-    print(f"Part 1: training {args.data}, {args.steps} steps of {args.batch_size} rays, rate over steps {args.skip}-{args.steps}", flush=True)
-    runs = {}
+    print(f"Part 1: training {args.data}, {args.steps} steps of {args.batch_size} rays, rate over steps {args.skip}-{args.steps}, "
+          f"median of {args.rounds} interleaved round(s)", flush=True)
+    setups = (("1 process x 2 threads", 1, 2, ()), (DDP_RUN, 2, 1, ("--dist-gradients", "ddp")),
+              ("2 processes x 1 thread, flat", 2, 1, ("--dist-gradients", "flat")), ("1 process x 1 thread", 1, 1, ()))
+    trials: dict = {label: [] for label, *_ in setups}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, procs, threads in (("1 process x 2 threads", 1, 2), ("2 processes x 1 thread", 2, 1), ("1 process x 1 thread", 1, 1)):
-            runs[label] = train(Path(tmp) / label.replace(" ", "_"), args.data, args.steps, args.batch_size, procs, threads)
-            runs[label]["steps_s"] = rate(runs[label]["rows"], args.skip)
-            print(f"  {label}: {runs[label]['steps_s']:.2f} steps/s", flush=True)
+        for i in range(args.rounds):  # interleaved: the machine's slow spells hit every setup alike
+            for label, procs, threads, extra in setups:
+                run = train(Path(tmp) / f"{label.replace(' ', '_').replace(',', '')}_{i}", args.data, args.steps, args.batch_size, procs, threads, extra)
+                run["steps_s"] = rate(run["rows"], args.skip)
+                trials[label].append(run)
+                print(f"  round {i + 1}: {label}: {run['steps_s']:.2f} steps/s", flush=True)
+    runs = {label: sorted(t, key=lambda r: r["steps_s"])[len(t) // 2] for label, t in trials.items()}  # the median run
     base = runs["1 process x 2 threads"]["steps_s"]
-    print(f"\n| {'setup':<24} | steps/s | rays/s | vs 1 x 2 threads | final PSNR (1 view) |")
-    print(f"|{'-' * 26}|---------|--------|------------------|---------------------|")
+    print(f"\n| {'setup':<31} | steps/s | rays/s | vs 1 x 2 threads | final PSNR (1 view) |")
+    print(f"|{'-' * 33}|---------|--------|------------------|---------------------|")
     for label, r in runs.items():
-        print(f"| {label:<24} | {r['steps_s']:7.2f} | {r['steps_s'] * args.batch_size:6.0f} | {r['steps_s'] / base:15.2f}x | {r['psnr']:19.2f} |")
+        print(f"| {label:<31} | {r['steps_s']:7.2f} | {r['steps_s'] * args.batch_size:6.0f} | {r['steps_s'] / base:15.2f}x | {r['psnr']:19.2f} |")
+    ratios = [d["steps_s"] / f["steps_s"] for d, f in zip(trials[DDP_RUN], trials["2 processes x 1 thread, flat"])]
+    print(f"DDP / flat all-reduce, steps/s of the same round: {', '.join(f'{x:.3f}' for x in ratios)}")
 
     nbytes, times = report_exchange(args)
 
@@ -227,7 +259,7 @@ def main() -> None:
     total = nbytes + feedback
     # The share of a step every process repeats or waits in, from rank 0's --profile of the 2-process
     # run (a lower bound: the grid update's bookkeeping and waits inside the all-reduce are not in it).
-    profile = runs["2 processes x 1 thread"]["profile"]
+    profile = runs[DDP_RUN]["profile"]
     repeated_ms = sum(profile["ms_per_step"].get(name, 0.0) for name in REPEATED)
     unsplit = repeated_ms / profile["step_ms"]
     print(f"\nPart 3: model. Bytes all-reduced a step: {nbytes / 2**20:.1f} MiB gradients + {feedback / 2**10:.0f} KiB sampler feedback; "
@@ -253,8 +285,8 @@ def main() -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     labels = list(runs)
-    ax1.bar(range(len(labels)), [runs[k]["steps_s"] * args.batch_size for k in labels], color=["tab:blue", "tab:orange", "tab:gray"])
-    ax1.set_xticks(range(len(labels)), [k.replace(" x ", "\nx ") for k in labels])
+    ax1.bar(range(len(labels)), [runs[k]["steps_s"] * args.batch_size for k in labels], color=["tab:blue", "tab:orange", "tab:red", "tab:gray"])
+    ax1.set_xticks(range(len(labels)), [k.replace(" x ", "\nx ").replace(", ", "\n") for k in labels], fontsize=8)
     ax1.set_ylabel("rays / s (global batch)")
     ax1.set_title(f"this machine ({os.cpu_count()} cores), {Path(args.data).name}")
     for bw, speed in curves.items():

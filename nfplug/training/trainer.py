@@ -34,7 +34,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from nfplug.api import Field, RayBatch, Sampler, SamplerContext, StepFeedback, TrainingStage, decoding, field_n_parts, field_training_stages
-from nfplug.distributed import Group, describe as describe_group, init_from_env, is_lost_peer, lost_peer_message, rank_digests, shard_mask
+from nfplug.distributed import DataParallelStep, Group, describe as describe_group, init_from_env, is_lost_peer, lost_peer_message, rank_digests, shard_mask
 from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
 from nfplug.profiling import StepProfile, profiling, section
@@ -310,6 +310,13 @@ def _train_in(
     late = [s for s in stages if s.start >= config.max_steps]
     if late:
         tqdm.write(f"nfplug: warning: {len(late)} of the field's {len(stages)} training stages start after --max-steps {config.max_steps}")
+    def data_parallel() -> Optional[DataParallelStep]:
+        """DDP over the tensors the optimizer trains (--dist-gradients ddp), else None."""
+        if group is None or config.dist_gradients != "ddp":
+            return None
+        return group.data_parallel(field, task.parameters())
+
+    ddp = data_parallel()
     step_lock = viewer.lock if viewer is not None else contextlib.nullcontext()  # the viewer renders between steps
     share = None if group is None else (start, batch_size)  # this process's rows of the global batch
     try:
@@ -324,6 +331,7 @@ def _train_in(
                 if _stage_index(stages, step) != stage_index:
                     stage_index = _stage_index(stages, step)
                     optimizer = build_optimizer(config, field, stages[stage_index], peak_lr, task)
+                    ddp = data_parallel()  # DDP fixes the set of trained tensors when it is built
                     tqdm.write(f"step {step}: training stage {stage_index + 1} of {len(stages)} ({_describe(stages[stage_index])})")
                 stage = stages[stage_index]
                 stage_end = stages[stage_index + 1].start if stage_index + 1 < len(stages) else schedule_steps
@@ -353,46 +361,64 @@ def _train_in(
                     elif batch.image_index.shape[0] != count:
                         raise NfplugError(f"--sampler: a sharded sampler must return context.batch_size ({count}) rays a step, got {batch.image_index.shape[0]}")
                 split_batch = {} if share is None else {"share": share}  # one process: the call as ever
-                narrower = []
-                for parts in decoded[:-1]:
-                    narrow = decoding(field, parts)
-                    pred, gt, _ = task.train_forward(narrow, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator, **split_batch)
-                    narrower.append(per_ray_loss(pred, gt))
-                if sampler.needs_position_grad:
-                    batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
-                pred, gt, stats = task.train_forward(view, batch, generator, **split_batch)
-                with section("loss"):
-                    per_ray = per_ray_loss(pred, gt)
-                    error = ray_errors(pred, gt)
-                    if group is not None:  # every process sees the whole batch's losses and errors
-                        gathered = group.gather_rows(torch.stack([per_ray.detach(), error], dim=1), start, batch_size)
-                        all_loss, all_error = gathered[:, 0], gathered[:, 1]
-                    else:
-                        all_loss, all_error = per_ray.detach(), error
-                    if sharded or group is None:
-                        batch.weight = sampler.loss_weight(step, batch, per_ray.detach(), error).detach()
-                    else:
-                        whole.weight = sampler.loss_weight(step, whole, all_loss, all_error).detach()
-                        batch.weight = whole.weight[start : start + count]
-                    # Terms that are not per ray, so no sampler weighs them: the task's (the distortion
-                    # loss) and the field's own (Field.loss_terms).
-                    regularizers = {"distortion": stats.pop("regularizer")} if "regularizer" in stats else {}
-                    if "distortion" in regularizers and group is not None:  # a mean over this process's rays
-                        regularizers["distortion"] = regularizers["distortion"] * (count * world / batch_size)
-                    regularizers.update(field_regularizers(field, step))
-                    # This process's share of the global loss: summed over the processes it is the loss of
-                    # the whole batch in one process (per-ray terms / global batch, the others / processes).
-                    loss = step_loss(batch.weight, per_ray, narrower, regularizers, total_rays=None if group is None else batch_size, processes=world)
 
+                def forward_and_loss() -> Tensor:
+                    """The step's forward passes and this process's share of the loss (under DDP, its forward)."""
+                    narrower = []
+                    for parts in decoded[:-1]:
+                        narrow = decoding(field, parts)
+                        pred, gt, _ = task.train_forward(narrow, dataclasses.replace(batch, pixel_xy=batch.pixel_xy.detach()), generator, **split_batch)
+                        narrower.append(per_ray_loss(pred, gt))
+                    if sampler.needs_position_grad:
+                        batch.pixel_xy = batch.pixel_xy.detach().requires_grad_(True)
+                    pred, gt, stats = task.train_forward(view, batch, generator, **split_batch)
+                    out["stats"] = stats
+                    with section("loss"):
+                        out["per_ray"] = per_ray = per_ray_loss(pred, gt)
+                        out["error"] = error = ray_errors(pred, gt)
+                        if group is not None:  # every process sees the whole batch's losses and errors
+                            gathered = group.gather_rows(torch.stack([per_ray.detach(), error], dim=1), start, batch_size)
+                            out["all_loss"], out["all_error"] = gathered[:, 0], gathered[:, 1]
+                        else:
+                            out["all_loss"], out["all_error"] = per_ray.detach(), error
+                        if sharded or group is None:
+                            batch.weight = sampler.loss_weight(step, batch, per_ray.detach(), error).detach()
+                        else:
+                            whole.weight = sampler.loss_weight(step, whole, out["all_loss"], out["all_error"]).detach()
+                            batch.weight = whole.weight[start : start + count]
+                        # Terms that are not per ray, so no sampler weighs them: the task's (the distortion
+                        # loss) and the field's own (Field.loss_terms).
+                        out["regularizers"] = regularizers = {"distortion": stats.pop("regularizer")} if "regularizer" in stats else {}
+                        if "distortion" in regularizers and group is not None:  # a mean over this process's rays
+                            regularizers["distortion"] = regularizers["distortion"] * (count * world / batch_size)
+                        regularizers.update(field_regularizers(field, step))
+                        # This process's share of the global loss: summed over the processes it is the loss of
+                        # the whole batch in one process (per-ray terms / global batch, the others / processes).
+                        loss = step_loss(batch.weight, per_ray, narrower, regularizers, total_rays=None if group is None else batch_size, processes=world)
+                    out["hit"] = loss.requires_grad
+                    return loss
+
+                out: Dict[str, Any] = {}
+                loss = forward_and_loss() if ddp is None else ddp(forward_and_loss)
+                stats, per_ray, error, all_loss, all_error, regularizers = (
+                    out["stats"], out["per_ray"], out["error"], out["all_loss"], out["all_error"], out["regularizers"]
+                )
                 optimizer.zero_grad(set_to_none=True)
-                hit = loss.requires_grad
-                if hit:
-                    with section("backward: MLPs, rendering"):
-                        loss.backward()
+                hit = out["hit"]
+                if loss.requires_grad:  # DDP: always (a process without a hit joins with zeros)
+                    with section("backward: MLPs, rendering" + (", all-reduce: gradients (DDP)" if ddp is not None else "")):
+                        if ddp is not None:
+                            ddp.backward(loss)
+                        else:
+                            loss.backward()
                 n_samples = stats["samples_per_ray"] * per_ray.shape[0]
                 if group is not None:
-                    with section("all-reduce: gradients"):
-                        summed = group.sum_gradients_(_trained(optimizer), torch.tensor([float(hit), n_samples], device=device))
+                    flags = torch.tensor([float(hit), n_samples], device=device)
+                    if ddp is not None:  # the gradients were averaged during the backward pass
+                        summed = group.sum_(flags)
+                    else:
+                        with section("all-reduce: gradients"):
+                            summed = group.sum_gradients_(_trained(optimizer), flags)
                     hit, n_samples = bool(summed[0].item() > 0), float(summed[1].item())
                 if hit:
                     missed = 0
@@ -412,7 +438,7 @@ def _train_in(
                     grad = batch.pixel_xy.grad
                     if grad is None:  # no ray reached the field, the loss does not depend on position
                         grad = torch.zeros_like(batch.pixel_xy)
-                    position_grad = grad * (batch_size / batch.weight)[:, None]
+                    position_grad = grad * (batch_size / batch.weight / (1.0 if ddp is None else ddp.scale()))[:, None]
                     batch.pixel_xy = batch.pixel_xy.detach()
                 with section("sampler: update"):
                     if group is None or sharded:
