@@ -331,6 +331,7 @@ def _train_in(
                 if _stage_index(stages, step) != stage_index:
                     stage_index = _stage_index(stages, step)
                     optimizer = build_optimizer(config, field, stages[stage_index], peak_lr, task)
+                    ddp = None  # the old DDP unhooks the parameters before the new one hooks them
                     ddp = data_parallel()  # DDP fixes the set of trained tensors when it is built
                     tqdm.write(f"step {step}: training stage {stage_index + 1} of {len(stages)} ({_describe(stages[stage_index])})")
                 stage = stages[stage_index]
@@ -361,9 +362,11 @@ def _train_in(
                     elif batch.image_index.shape[0] != count:
                         raise NfplugError(f"--sampler: a sharded sampler must return context.batch_size ({count}) rays a step, got {batch.image_index.shape[0]}")
                 split_batch = {} if share is None else {"share": share}  # one process: the call as ever
+                out: Dict[str, Any] = {}  # what the forward pass leaves for the rest of the step
 
                 def forward_and_loss() -> Tensor:
-                    """The step's forward passes and this process's share of the loss (under DDP, its forward)."""
+                    """The step's forward passes and this process's share of the loss (under DDP: inside
+                    DDP's forward, which must see every use of the parameters)."""
                     narrower = []
                     for parts in decoded[:-1]:
                         narrow = decoding(field, parts)
@@ -398,7 +401,6 @@ def _train_in(
                     out["hit"] = loss.requires_grad
                     return loss
 
-                out: Dict[str, Any] = {}
                 loss = forward_and_loss() if ddp is None else ddp(forward_and_loss)
                 stats, per_ray, error, all_loss, all_error, regularizers = (
                     out["stats"], out["per_ray"], out["error"], out["all_loss"], out["all_error"], out["regularizers"]
@@ -406,7 +408,7 @@ def _train_in(
                 optimizer.zero_grad(set_to_none=True)
                 hit = out["hit"]
                 if loss.requires_grad:  # DDP: always (a process without a hit joins with zeros)
-                    with section("backward: MLPs, rendering" + (", all-reduce: gradients (DDP)" if ddp is not None else "")):
+                    with section("backward: MLPs, rendering" + (", DDP all-reduce" if ddp is not None else "")):
                         if ddp is not None:
                             ddp.backward(loss)
                         else:
