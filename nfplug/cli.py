@@ -24,6 +24,7 @@ USAGE = """usage: nfplug COMMAND [OPTIONS]
 
 commands:
   train         train a field on a scene folder (any dataset format), an image file, or the built-in demo
+  train-ray     the same training as several processes on a Ray cluster (pip install nfplug[ray])
   eval          evaluate a trained run on held-out views, write metrics.json
   render        render a trained run along a camera path (PNG frames, depth maps, mp4)
   view          open a trained run in the browser viewer (orbit, pan, zoom; over SSH with port forwarding)
@@ -42,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    commands = {"train": cmd_train, "eval": cmd_eval, "render": cmd_render, "export": cmd_export, "view": cmd_view, "plugins": cmd_plugins, "process-data": cmd_process_data, "new-plugin": cmd_new_plugin}
+    commands = {"train": cmd_train, "train-ray": cmd_train_ray, "eval": cmd_eval, "render": cmd_render, "export": cmd_export, "view": cmd_view, "plugins": cmd_plugins, "process-data": cmd_process_data, "new-plugin": cmd_new_plugin}
     if command not in commands:
         print(f"nfplug: error: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -262,6 +263,12 @@ def take_viewer_options(argv: List[str], check_port: bool = True) -> Tuple[Optio
 
         check(options.host, options.port, "--viewer-port")
     return options, argv
+
+
+def cmd_train_ray(argv: List[str]) -> int:
+    from nfplug.ray_train import cmd_train_ray as run
+
+    return run(argv)
 
 
 def cmd_train(argv: List[str]) -> int:

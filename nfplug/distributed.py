@@ -101,6 +101,7 @@ class Group:
     local_rank: int
     backend: str
     device: torch.device
+    owned: bool = True  # nfplug joined the processes (torchrun), so it leaves them; not a launcher's group (Ray Train)
 
     @property
     def is_main(self) -> bool:
@@ -216,7 +217,8 @@ class Group:
         if dist.is_initialized():
             if wait:
                 dist.barrier()
-            dist.destroy_process_group()
+            if self.owned:
+                dist.destroy_process_group()
 
 
 class _StepModule(torch.nn.Module):
@@ -329,6 +331,8 @@ def init_from_env(device_spec: str, timeout_s: float) -> Optional[Group]:
     gloo on the CPU, nccl with CUDA (device ``cuda:LOCAL_RANK``). ``timeout_s``: how long a
     collective waits for the other ranks before failing.
     """
+    if dist.is_available() and dist.is_initialized():  # a launcher joined the processes already (nfplug train-ray)
+        return _adopt(device_spec)
     if not launched_by_torchrun():
         return None
     missing = [k for k in ENV_KEYS if k not in os.environ]
@@ -361,6 +365,25 @@ def init_from_env(device_spec: str, timeout_s: float) -> Optional[Group]:
     group = Group(rank=rank, world_size=world, local_rank=local, backend=backend, device=device)
     if not group.is_main:
         sys.stdout = open(os.devnull, "w")  # one voice: rank 0 prints; errors still reach stderr
+    return group
+
+
+def _adopt(device_spec: str) -> Optional[Group]:
+    """The process group a launcher (Ray Train's TorchTrainer) made; None if it has one process."""
+    world = dist.get_world_size()
+    if world == 1:
+        return None
+    rank, local, backend = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_backend()
+    if backend == "nccl":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    elif device_spec.startswith("cuda"):
+        raise NfplugError(f"--device: '{device_spec}' but the processes were joined with {backend}, not nccl")
+    else:
+        device = torch.device("cpu")
+    group = Group(rank=rank, world_size=world, local_rank=local, backend=backend, device=device, owned=False)
+    if not group.is_main:
+        sys.stdout = open(os.devnull, "w")
     return group
 
 

@@ -1,0 +1,85 @@
+"""``nfplug train-ray``: Ray Train launches the same data-parallel training as torchrun.
+
+The end-to-end test needs the extra (``pip install -e .[ray]``) and skips without it; the option
+checks run everywhere (they fail before Ray is imported)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from test_distributed import RUN, _initial, _last_checkpoint, _nfplug
+
+
+def _train_ray(args, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nfplug", "train-ray", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workers", "0"], "--workers: must be at least 1, got 0"),
+        (["--workers", "two"], "--workers: expected a whole number, got 'two'"),
+        (["--cpus-per-worker", "-1"], "--cpus-per-worker: must be at least 1, got -1"),
+        (["--address", " "], "--address: must not be empty"),
+        (["--viewer"], "--viewer: not with train-ray"),
+        (["--threads", "2"], "--device, --threads: set by train-ray"),
+        (["--max-steps", "0"], "--max-steps"),  # a training option, checked before Ray starts
+    ],
+)
+def test_bad_options_are_one_line_before_ray_starts(args, message):
+    r = _train_ray([*RUN, *args], timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nfplug: error: ") and message in lines[0], r.stderr[-2000:]
+
+
+def test_ray_train_takes_the_single_process_steps(tmp_path):
+    """Two Ray Train workers on this machine train the demo scene as one process does: after 3 steps
+    the fields agree to float tolerance and the grids are equal (as the torchrun test checks)."""
+    pytest.importorskip("ray.train.torch")
+    one, two = tmp_path / "one", tmp_path / "two"
+    steps = ["--max-steps", "3", "--sampler", "uniform", "--batch-size", "1024"]
+    r1 = _nfplug([*RUN, *steps, "--threads", "1", "--output", str(one)])
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = _train_ray(["--workers", "2", "--cpus-per-worker", "1", *RUN, *steps, "--output", str(two)])
+    assert r2.returncode == 0, (r2.stdout + r2.stderr)[-4000:]
+    a, b = _last_checkpoint(one), _last_checkpoint(two)
+    assert a["step"] == b["step"] == 3 and b["world_size"] == 2
+    moved = 0.0
+    for name, value in a["field"].items():
+        assert torch.allclose(value, b["field"][name], rtol=0, atol=1e-6), name
+        moved = max(moved, float((value - _initial(one, name)).abs().max()))
+    assert moved > 1e-4
+    for key in ("occs", "binaries"):
+        assert torch.equal(a["task"]["estimator"][key], b["task"]["estimator"][key])
+    report = json.loads((two / "distributed.json").read_text())
+    assert report["consistent"] and report["world_size"] == 2
+    assert (r2.stdout + r2.stderr).count("nfplug: trained 3 steps") == 1  # rank 0 alone reports
+
+
+def test_ray_worker_error_is_one_line(tmp_path):
+    """A worker that fails (here every worker: the image is unreadable, which the driver's option
+    checks do not read) ends the run with the worker's error as nfplug's one error line."""
+    pytest.importorskip("ray.train.torch")
+    scene = tmp_path / "scene.png"
+    scene.write_bytes(b"not an image")
+    r = _train_ray(["--workers", "2", "--data", str(scene), "--max-steps", "2", "--no-progress", "--output", str(tmp_path / "run")])
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("nfplug: error")]
+    assert len(errors) == 1 and "train-ray:" in errors[0] and "scene.png" in errors[0], r.stderr[-3000:]
+
+
+def test_without_ray_the_error_says_what_to_install(monkeypatch, capsys):
+    """The options are fine, Ray is missing: one line naming the extra (Ray hidden from the import)."""
+    from nfplug.cli import main
+
+    for name in ("ray", "ray.train", "ray.train.torch"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main(["train-ray", *RUN, "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nfplug: error: train-ray needs Ray Train: pip install nfplug[ray] (or pip install 'ray[default,train]')"]
