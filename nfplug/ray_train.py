@@ -84,11 +84,26 @@ def cmd_train_ray(argv: List[str]) -> int:
     except ImportError:
         raise NfplugError("train-ray needs Ray Train: pip install nfplug[ray] (or pip install 'ray[default,train]')") from None
 
+    if options.address is None:  # a Ray started here: it would wait forever for cores or GPUs it lacks
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        need = options.workers * options.cpus_per_worker
+        if need > cores:
+            raise NfplugError(f"--workers {options.workers} x --cpus-per-worker {options.cpus_per_worker}: needs {need} CPU cores, this machine has {cores} (or pass --address of a Ray cluster)")
+        if options.gpus:
+            import torch
+
+            if torch.cuda.device_count() < options.workers:
+                raise NfplugError(f"--gpus: one GPU a worker, {options.workers} needed, this machine has {torch.cuda.device_count()} (or pass --address of a Ray cluster)")
     worker_argv = [*train_argv, "--device", "cuda" if options.gpus else "cpu", "--threads", str(options.cpus_per_worker)]
     # Workers' prints reach the driver once (Ray Train would also copy each into its log), and rank
     # 0's progress bar every 10 s (Ray forwards each redraw as a line).
     env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "TQDM_MININTERVAL": "10"}
-    ray.init(address=options.address, logging_level="WARNING", runtime_env={"env_vars": env})
+    try:
+        ray.init(address=options.address, logging_level="WARNING", runtime_env={"env_vars": env})
+    except Exception as e:  # noqa: BLE001 - Ray's errors for a cluster it cannot reach vary by version
+        where = f"the Ray cluster at {options.address}" if options.address else "a Ray on this machine"
+        lines = str(e).strip().splitlines()
+        raise NfplugError(f"--address: could not start or reach {where} ({lines[0] if lines else type(e).__name__})") from None
     try:
         with tempfile.TemporaryDirectory(prefix="nfplug-ray-") as storage:  # Ray's own bookkeeping; the run folder is nfplug's
             trainer = TorchTrainer(

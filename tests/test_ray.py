@@ -29,6 +29,7 @@ def _train_ray(args, timeout: int = 600) -> subprocess.CompletedProcess:
         (["--viewer"], "--viewer: not with train-ray"),
         (["--threads", "2"], "--device, --threads: set by train-ray"),
         (["--max-steps", "0"], "--max-steps"),  # a training option, checked before Ray starts
+        (["--workers", "64"], "--workers 64 x --cpus-per-worker 1: needs 64 CPU cores"),  # a local Ray would wait for ever
     ],
 )
 def test_bad_options_are_one_line_before_ray_starts(args, message):
