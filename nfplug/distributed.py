@@ -104,6 +104,11 @@ class Group:
     owned: bool = True  # nfplug joined the processes (torchrun), so it leaves them; not a launcher's group (Ray Train)
 
     @property
+    def launcher(self) -> str:
+        """The command that starts such a job, for messages (``... --resume RUN``)."""
+        return "torchrun --nproc-per-node N -m nfplug train" if self.owned else "nfplug train-ray --workers N"
+
+    @property
     def is_main(self) -> bool:
         return self.rank == 0
 
@@ -413,7 +418,7 @@ def lost_peer_message(group: Group, error: BaseException, step: Optional[int] = 
         kept = "stopped; no checkpoint had been written yet"
     else:
         kept = f"stopped without writing; the last checkpoint (step {last_checkpoint}) is intact"
-    resume = f": continue with torchrun ... -m nfplug train --resume {run_dir}" if run_dir is not None and last_checkpoint is not None else ""
+    resume = f": continue with {group.launcher} --resume {run_dir}" if run_dir is not None and last_checkpoint is not None else ""
     return f"rank {group.rank} of {group.world_size}: lost contact with another process{during} ({first_line(error)}); {kept}{resume}"
 
 

@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import REPO
-from nfplug.distributed import Group, first_line, shard_mask, share_generator, split
+from nfplug.distributed import Group, first_line, lost_peer_message, shard_mask, share_generator, split
 from nfplug.training.objective import step_loss
 
 # ----------------------------------------------------------------------------- hand cases
@@ -85,6 +85,15 @@ def test_lost_peer_reason_is_short():
     error = RuntimeError("[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:29103: "
                          "Connection reset by peer. This is typically caused by a remote worker hanging")
     assert first_line(error) == "Read error [127.0.0.1]:29103: Connection reset by peer"
+
+
+def test_lost_peer_message_names_the_launcher_to_resume_with():
+    error = RuntimeError("Connection reset by peer")
+    for owned, launcher in ((True, "torchrun --nproc-per-node N -m nfplug train"), (False, "nfplug train-ray --workers N")):
+        group = Group(rank=1, world_size=2, local_rank=1, backend="gloo", device=torch.device("cpu"), owned=owned)
+        message = lost_peer_message(group, error, step=13, last_checkpoint=10, run_dir="runs/x")
+        assert message == (f"rank 1 of 2: lost contact with another process during step 14 (Connection reset by peer); "
+                           f"stopped without writing; the last checkpoint (step 10) is intact: continue with {launcher} --resume runs/x")
 
 
 def test_split_batch_renders_what_one_batch_renders():

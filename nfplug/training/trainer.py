@@ -519,7 +519,7 @@ def _train_in(
         _report_profile(profile, run_dir)
     if interrupted:
         writer.close()
-        launcher = "nfplug train" if group is None else "torchrun --nproc-per-node N -m nfplug train"
+        launcher = "nfplug train" if group is None else group.launcher
         print(f"nfplug: interrupted at step {step}; checkpoint saved. Continue with: {launcher} --resume {run_dir}")
         return TrainResult(run_dir, step, None, True)
 
