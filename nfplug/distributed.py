@@ -367,9 +367,13 @@ def init_from_env(device_spec: str, timeout_s: float) -> Optional[Group]:
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
     except (RuntimeError, ValueError) as e:
         raise NfplugError(f"rank {rank}: could not join the other processes at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({first_line(e)})") from None
-    group = Group(rank=rank, world_size=world, local_rank=local, backend=backend, device=device)
+    return _one_voice(Group(rank=rank, world_size=world, local_rank=local, backend=backend, device=device))
+
+
+def _one_voice(group: Group) -> Group:
+    """Rank 0 alone prints: the others' standard output goes nowhere (their errors still reach stderr)."""
     if not group.is_main:
-        sys.stdout = open(os.devnull, "w")  # one voice: rank 0 prints; errors still reach stderr
+        sys.stdout = open(os.devnull, "w")
     return group
 
 
@@ -386,10 +390,7 @@ def _adopt(device_spec: str) -> Optional[Group]:
         raise NfplugError(f"--device: '{device_spec}' but the processes were joined with {backend}, not nccl")
     else:
         device = torch.device("cpu")
-    group = Group(rank=rank, world_size=world, local_rank=local, backend=backend, device=device, owned=False)
-    if not group.is_main:
-        sys.stdout = open(os.devnull, "w")
-    return group
+    return _one_voice(Group(rank=rank, world_size=world, local_rank=local, backend=backend, device=device, owned=False))
 
 
 def first_line(error: BaseException) -> str:

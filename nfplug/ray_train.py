@@ -69,10 +69,12 @@ def cmd_train_ray(argv: List[str]) -> int:
         print(USAGE)
         return 0
     options, train_argv = take_ray_options(argv)
-    if any(a.partition("=")[0] in ("--viewer", "--checkpoint") for a in train_argv):
-        bad = next(a.partition("=")[0] for a in train_argv if a.partition("=")[0] in ("--viewer", "--checkpoint"))
-        raise NfplugError(f"{bad}: not with train-ray (" + ("the viewer watches one process; open the run later with nfplug view RUN)" if bad == "--viewer" else "continue from the run's latest checkpoint with --resume RUN)"))
-    if any(a.partition("=")[0] in ("--device", "--threads") for a in train_argv):
+    names = [a.partition("=")[0] for a in train_argv]
+    if "--viewer" in names:
+        raise NfplugError("--viewer: not with train-ray (the viewer watches one process; open the run later with nfplug view RUN)")
+    if "--checkpoint" in names:
+        raise NfplugError("--checkpoint: not with train-ray (continue from the run's latest checkpoint with --resume RUN)")
+    if "--device" in names or "--threads" in names:
         raise NfplugError("--device, --threads: set by train-ray (--gpus for one GPU a process, --cpus-per-worker for threads)")
     from nfplug.cli import parse_train_args
 

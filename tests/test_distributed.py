@@ -302,19 +302,20 @@ def _errors(stderr: str):
     return [line for line in stderr.splitlines() if line.startswith("nfplug: error")]
 
 
-@pytest.mark.parametrize("gradients", ["ddp", "flat"])
-def test_two_processes_take_the_single_process_steps(tmp_path, gradients):
-    """Uniform sampler, demo scene, same seed and global batch: after 3 steps the 2-process field is
-    the 1-process field to float tolerance (sums over rays in another order) and the grids are equal,
-    with either gradient exchange (DistributedDataParallel, the default; one flat all-reduce)."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    steps = ["--max-steps", "3", "--sampler", "uniform", "--batch-size", "1024"]
-    r1 = _nfplug([*RUN, *steps, "--threads", "1", "--output", str(one)])
-    assert r1.returncode == 0, r1.stderr[-2000:]
-    r2 = _torchrun(2, [*RUN, *steps, "--dist-gradients", gradients, "--output", str(two)])
-    assert r2.returncode == 0, _explain(r2)
+SAME_STEPS = ["--max-steps", "3", "--sampler", "uniform", "--batch-size", "1024"]
+
+
+def _train_one_process(run: Path) -> None:
+    """The 1-process reference run the distributed ones are compared with (SAME_STEPS, one thread)."""
+    r = _nfplug([*RUN, *SAME_STEPS, "--threads", "1", "--output", str(run)])
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _assert_took_the_same_steps(one: Path, two: Path) -> None:
+    """The 2-process run ``two`` holds the 1-process run ``one``'s field to float tolerance (sums over
+    rays in another order), after steps that moved it, and the same grid bit for bit."""
     a, b = _last_checkpoint(one), _last_checkpoint(two)
-    assert a["step"] == b["step"] == 3
+    assert a["step"] == b["step"] == 3 and b["world_size"] == 2
     moved = 0.0
     for name, value in a["field"].items():
         assert torch.allclose(value, b["field"][name], rtol=0, atol=1e-6), name
@@ -322,6 +323,18 @@ def test_two_processes_take_the_single_process_steps(tmp_path, gradients):
     assert moved > 1e-4  # the steps were taken (so the comparison above can fail)
     for key in ("occs", "binaries"):
         assert torch.equal(a["task"]["estimator"][key], b["task"]["estimator"][key])
+
+
+@pytest.mark.parametrize("gradients", ["ddp", "flat"])
+def test_two_processes_take_the_single_process_steps(tmp_path, gradients):
+    """Uniform sampler, demo scene, same seed and global batch: after 3 steps the 2-process field is
+    the 1-process field to float tolerance (sums over rays in another order) and the grids are equal,
+    with either gradient exchange (DistributedDataParallel, the default; one flat all-reduce)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    _train_one_process(one)
+    r2 = _torchrun(2, [*RUN, *SAME_STEPS, "--dist-gradients", gradients, "--output", str(two)])
+    assert r2.returncode == 0, _explain(r2)
+    _assert_took_the_same_steps(one, two)
     report = json.loads((two / "distributed.json").read_text())
     assert report["consistent"] and report["world_size"] == 2 and report["compared"] == ["field", "grid", "sampler"]
     assert len({row["field"] for row in report["ranks"]}) == 1 and len({row["grid"] for row in report["ranks"]}) == 1

@@ -10,9 +10,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from test_distributed import RUN, _initial, _last_checkpoint, _nfplug
+from test_distributed import RUN, SAME_STEPS, _assert_took_the_same_steps, _train_one_process
 
 
 def _train_ray(args, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -44,20 +43,10 @@ def test_ray_train_takes_the_single_process_steps(tmp_path):
     the fields agree to float tolerance and the grids are equal (as the torchrun test checks)."""
     pytest.importorskip("ray.train.torch")
     one, two = tmp_path / "one", tmp_path / "two"
-    steps = ["--max-steps", "3", "--sampler", "uniform", "--batch-size", "1024"]
-    r1 = _nfplug([*RUN, *steps, "--threads", "1", "--output", str(one)])
-    assert r1.returncode == 0, r1.stderr[-2000:]
-    r2 = _train_ray(["--workers", "2", "--cpus-per-worker", "1", *RUN, *steps, "--output", str(two)])
+    _train_one_process(one)
+    r2 = _train_ray(["--workers", "2", "--cpus-per-worker", "1", *RUN, *SAME_STEPS, "--output", str(two)])
     assert r2.returncode == 0, (r2.stdout + r2.stderr)[-4000:]
-    a, b = _last_checkpoint(one), _last_checkpoint(two)
-    assert a["step"] == b["step"] == 3 and b["world_size"] == 2
-    moved = 0.0
-    for name, value in a["field"].items():
-        assert torch.allclose(value, b["field"][name], rtol=0, atol=1e-6), name
-        moved = max(moved, float((value - _initial(one, name)).abs().max()))
-    assert moved > 1e-4
-    for key in ("occs", "binaries"):
-        assert torch.equal(a["task"]["estimator"][key], b["task"]["estimator"][key])
+    _assert_took_the_same_steps(one, two)
     report = json.loads((two / "distributed.json").read_text())
     assert report["consistent"] and report["world_size"] == 2
     assert (r2.stdout + r2.stderr).count("nfplug: trained 3 steps") == 1  # rank 0 alone reports
