@@ -117,6 +117,10 @@ def cmd_train_ray(argv: List[str]) -> int:
             )
             try:
                 trainer.fit()
+            except (KeyboardInterrupt, SystemExit):  # Ctrl-C: Ray Train's handler aborts the run and exits
+                print("nfplug: train-ray interrupted; the workers were stopped without a final checkpoint. Continue from the "
+                      f"last periodic one (--checkpoint-every) with: nfplug train-ray ... --resume {config.output or 'RUN'}", file=sys.stderr)
+                return 130
             except Exception as e:  # a worker failed: its own one-line error is its message
                 raise NfplugError(f"train-ray: {_worker_error(e)}") from None
     finally:

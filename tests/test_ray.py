@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from test_distributed import RUN, SAME_STEPS, _assert_took_the_same_steps, _train_one_process
+from test_distributed import RUN, SAME_STEPS, _assert_took_the_same_steps, _last_checkpoint, _train_one_process
 
 
 def _train_ray(args, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -73,3 +73,34 @@ def test_without_ray_the_error_says_what_to_install(monkeypatch, capsys):
     assert main(["train-ray", *RUN, "--max-steps", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["nfplug: error: train-ray needs Ray Train: pip install nfplug[ray] (or pip install 'ray[default,train]')"]
+
+
+def test_ctrl_c_is_one_line_and_keeps_the_checkpoint(tmp_path):
+    """Ctrl-C in the driver: Ray Train aborts the workers; nfplug says so in one line (exit 130) and the
+    periodic checkpoint written before it is still there to resume from."""
+    pytest.importorskip("ray.train.torch")
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nfplug", "train-ray", "--workers", "2", *RUN, "--max-steps", "100000", "--checkpoint-every", "5", "--output", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while not list((run / "checkpoints").glob("*.pt")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert list((run / "checkpoints").glob("*.pt")), "no checkpoint was written"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        "nfplug: train-ray interrupted; the workers were stopped without a final checkpoint. Continue from the last periodic one "
+        f"(--checkpoint-every) with: nfplug train-ray ... --resume {run}"
+    )
+    assert not [line for line in err.splitlines() if line.startswith("Traceback")]
+    assert _last_checkpoint(run)["step"] >= 5
