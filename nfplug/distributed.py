@@ -36,14 +36,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import hashlib
+import importlib
 import inspect
 import os
 import re
+import signal
 import socket
 import sys
 import tempfile
-from dataclasses import dataclass
+import threading
+import weakref
+from dataclasses import dataclass, field as dataclass_field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -102,6 +107,7 @@ class Group:
     backend: str
     device: torch.device
     owned: bool = True  # nfplug joined the processes (torchrun), so it leaves them; not a launcher's group (Ray Train)
+    steps: "weakref.WeakSet[DataParallelStep]" = dataclass_field(default_factory=weakref.WeakSet, repr=False, compare=False)  # the DDPs to release on close
 
     @property
     def launcher(self) -> str:
@@ -177,8 +183,10 @@ class Group:
     def data_parallel(self, field: torch.nn.Module, extra: Sequence[Tensor]) -> "DataParallelStep":
         """``field`` and the task's trained tensors ``extra`` under DistributedDataParallel (see
         :class:`DataParallelStep`). Build it again whenever the set of trained tensors changes (a
-        new training stage): DDP fixes it when it is built."""
-        return DataParallelStep(self, field, extra)
+        new training stage; :meth:`DataParallelStep.release` the old one): DDP fixes it when it is built."""
+        step = DataParallelStep(self, field, extra)
+        self.steps.add(step)
+        return step
 
     def max_(self, tensor: Tensor) -> Tensor:
         """Element-wise maximum over the ranks, in place (and returned)."""
@@ -219,6 +227,9 @@ class Group:
     def close(self, wait: bool = False) -> None:
         """Leave the job; ``wait``: first wait for every process to get here (after a run that went
         well, so no process tears its connections down while another still uses them)."""
+        for step in list(self.steps):  # before the process group goes (DataParallelStep.release says why)
+            step.release(collect=False)
+        gc.collect()  # these DDPs, and those of steps already dropped: only a collection frees them
         if dist.is_initialized():
             if wait:
                 dist.barrier()
@@ -277,6 +288,16 @@ class DataParallelStep:
             **{no_buffer_sync: False},
         )
 
+    def release(self, collect: bool = True) -> None:
+        """Free the DDP now, unhooking it from the parameters. Its objects refer to one another, so
+        dropping the last reference frees them only at the next garbage collection; one still alive
+        when the process group is destroyed keeps the group alive, with the risk at exit that
+        :func:`init_process_group` describes. ``collect=False``: the caller collects."""
+        if self.ddp is not None:
+            self.ddp = None
+            if collect:
+                gc.collect()
+
     def backward(self, loss: Tensor) -> None:
         """``loss.backward()``: DDP averages the gradients meanwhile."""
         with _quiet_first_use(self):
@@ -296,6 +317,8 @@ class DataParallelStep:
                 loss = loss + 0.0 * self.anchor.sum()
             return loss
 
+        if self.ddp is None:
+            raise RuntimeError("DataParallelStep: used after release(); build a new one (Group.data_parallel)")
         with _quiet_first_use(self):
             return self.ddp(forward)
 
@@ -364,10 +387,32 @@ def init_from_env(device_spec: str, timeout_s: float) -> Optional[Group]:
         device = torch.device("cpu")
         backend = "gloo"
     try:
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+        init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
     except (RuntimeError, ValueError) as e:
         raise NfplugError(f"rank {rank}: could not join the other processes at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({first_line(e)})") from None
     return _one_voice(Group(rank=rank, world_size=world, local_rank=local, backend=backend, device=device))
+
+
+def outlive_launcher_stop() -> None:
+    """Ignore SIGTERM from here on, in a process already stopping with an error of its own. torchrun
+    sends one to every other process the moment one dies; this process closes the group (a garbage
+    collection, a fraction of a second) and then reports in one line what happened, which the
+    signal would cut off. Only the main thread can set a handler (Ray Train trains in another)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def init_process_group(backend: str, **kwargs: Any) -> None:
+    """``torch.distributed.init_process_group``, such that destroying the group (:meth:`Group.close`)
+    ends it: its gloo threads stop then, not while Python exits.
+
+    ``torch._dynamo``, which DDP imports on first use, takes references to the process groups that
+    exist when it is imported. A group it holds outlives ``destroy_process_group``; its gloo worker
+    threads then still run as Python exits, and one that finishes a collective just then aborts the
+    process ("terminate called without an active exception", SIGABRT: torch 2.13, about 1 exit in 10
+    of the 2-process tests). Imported before the group exists, it holds none."""
+    importlib.import_module("torch._dynamo")
+    dist.init_process_group(backend, **kwargs)
 
 
 def _one_voice(group: Group) -> Group:

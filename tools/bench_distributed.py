@@ -106,10 +106,10 @@ def exchange_worker(rank: int, port: int, data: str, samples: int, repeats: int,
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from nfplug.distributed import Group
+    from nfplug.distributed import Group, init_process_group
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     group = Group(rank=rank, world_size=2, local_rank=rank, backend="gloo", device=torch.device("cpu"))
     field, _ = build_field(data)
     params = [p for p in field.parameters() if p.requires_grad]

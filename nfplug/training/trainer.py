@@ -34,7 +34,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from nfplug.api import Field, RayBatch, Sampler, SamplerContext, StepFeedback, TrainingStage, decoding, field_n_parts, field_training_stages
-from nfplug.distributed import DataParallelStep, Group, describe as describe_group, init_from_env, is_lost_peer, lost_peer_message, rank_digests, shard_mask
+from nfplug.distributed import DataParallelStep, Group, describe as describe_group, init_from_env, is_lost_peer, lost_peer_message, outlive_launcher_stop, rank_digests, shard_mask
 from nfplug.errors import NfplugError
 from nfplug.metrics import psnr_from_mse
 from nfplug.profiling import StepProfile, profiling, section
@@ -108,6 +108,7 @@ def train(
         result = _train(config, names, group, resume_dir=resume_dir, checkpoint=checkpoint, viewer=viewer)
     except BaseException as e:
         if group is not None:
+            outlive_launcher_stop()
             group.close()
         if group is not None and isinstance(e, Exception) and not isinstance(e, NfplugError) and is_lost_peer(e):
             raise NfplugError(lost_peer_message(group, e)) from None  # before training started
@@ -331,7 +332,8 @@ def _train_in(
                 if _stage_index(stages, step) != stage_index:
                     stage_index = _stage_index(stages, step)
                     optimizer = build_optimizer(config, field, stages[stage_index], peak_lr, task)
-                    ddp = None  # the old DDP unhooks the parameters before the new one hooks them
+                    if ddp is not None:
+                        ddp.release()  # the old DDP unhooks the parameters before the new one hooks them
                     ddp = data_parallel()  # DDP fixes the set of trained tensors when it is built
                     tqdm.write(f"step {step}: training stage {stage_index + 1} of {len(stages)} ({_describe(stages[stage_index])})")
                 stage = stages[stage_index]
